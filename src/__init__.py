@@ -1,0 +1,1 @@
+"""MLOperation: a reproducible DVC pipeline (prepare -> features -> train -> evaluate)."""

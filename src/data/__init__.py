@@ -1,0 +1,1 @@
+"""Stage `prepare`: load, validate and split the raw table."""

@@ -1,0 +1,1 @@
+"""Stage `features`: learn the feature schema and fit the preprocessor."""

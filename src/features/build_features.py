@@ -1,0 +1,113 @@
+"""Stage `features`: learn the feature schema and fit the preprocessor on the training set.
+
+    python -m src.features.build_features [--params params.yaml]
+
+Reads `data/processed/train.csv` and `data.*`, `features.*` params; writes
+`data/interim/features.joblib` (feature schema + fitted preprocessor) and
+`data/interim/train_features.csv` (the transformed training matrix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from src import config
+from src.features.schema import CATEGORICAL, NUMERIC, learn_feature_schema, to_model_frame
+from src.utils import PipelineError, atomic_write, load_params, run_cli
+
+log = logging.getLogger(__name__)
+
+NUMERIC_IMPUTE = ("median", "mean")
+CATEGORICAL_IMPUTE = ("most_frequent", "constant")
+
+
+def build_preprocessor(schema: dict[str, Any], params: dict[str, Any]) -> ColumnTransformer:
+    """Impute numeric features; impute and one-hot encode categorical ones.
+
+    Scaling is left to the estimators that need it (see src.models.factory), so tree
+    models see raw values.
+    """
+    numeric_strategy = params.get("numeric_impute", "median")
+    categorical_strategy = params.get("categorical_impute", "most_frequent")
+    if numeric_strategy not in NUMERIC_IMPUTE:
+        raise PipelineError(f"features.numeric_impute must be one of {NUMERIC_IMPUTE}")
+    if categorical_strategy not in CATEGORICAL_IMPUTE:
+        raise PipelineError(f"features.categorical_impute must be one of {CATEGORICAL_IMPUTE}")
+    numeric = [f["name"] for f in schema["features"] if f["type"] == NUMERIC]
+    categorical = [f for f in schema["features"] if f["type"] == CATEGORICAL]
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        transformers.append(("num", SimpleImputer(strategy=numeric_strategy), numeric))
+    if categorical:
+        fill = {"fill_value": "missing"} if categorical_strategy == "constant" else {}
+        categories = [
+            f["categories"] + (["missing"] if categorical_strategy == "constant" else [])
+            for f in categorical
+        ]
+        encoder = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy=categorical_strategy, **fill)),
+                (
+                    "onehot",
+                    OneHotEncoder(
+                        categories=categories, handle_unknown="ignore", sparse_output=False
+                    ),
+                ),
+            ]
+        )
+        transformers.append(("cat", encoder, [f["name"] for f in categorical]))
+    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+
+
+def build_features(
+    train: pd.DataFrame, params: dict[str, Any]
+) -> tuple[dict[str, Any], ColumnTransformer, pd.DataFrame]:
+    """Learn the schema, fit the preprocessor, return (schema, preprocessor, matrix)."""
+    data = params["data"]
+    try:
+        schema = learn_feature_schema(
+            train, data["schema"], data["target"], data.get("drop_columns") or []
+        )
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
+    preprocessor = build_preprocessor(schema, params.get("features") or {})
+    X = to_model_frame(train, schema)
+    matrix = preprocessor.fit_transform(X)
+    frame = pd.DataFrame(matrix, columns=preprocessor.get_feature_names_out())
+    return schema, preprocessor, frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=config.PARAMS_FILE)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    if not config.TRAIN_DATA.is_file():
+        raise PipelineError(f"{config.TRAIN_DATA} not found: run the prepare stage first")
+    train = pd.read_csv(config.TRAIN_DATA)
+    schema, preprocessor, frame = build_features(train, params)
+    atomic_write(
+        config.FEATURES_ARTIFACT,
+        lambda p: joblib.dump({"schema": schema, "preprocessor": preprocessor}, p),
+    )
+    atomic_write(config.TRAIN_FEATURES, lambda p: frame.to_csv(p, index=False))
+    log.info(
+        "%d features -> %d model columns; classes %s",
+        len(schema["features"]),
+        frame.shape[1],
+        schema["classes"],
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,118 @@
+"""The feature schema: learned once from the training data, stored with the model.
+
+It is the single description of the model's inputs (names, types, allowed categories,
+whether null is allowed) used by training, batch prediction and the predictor, so a new
+dataset needs no hand-written validation code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+log = logging.getLogger(__name__)
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+
+
+class SchemaError(ValueError):
+    """Input does not match the feature schema. `details` lists {field, problem} dicts."""
+
+    def __init__(self, message: str, details: list[dict[str, str]]):
+        super().__init__(
+            message + ": " + "; ".join(f"{d['field']}: {d['problem']}" for d in details)
+        )
+        self.message = message
+        self.details = details
+
+
+def learn_feature_schema(
+    train: pd.DataFrame, data_schema: dict[str, str], target: str, drop_columns: list[str]
+) -> dict[str, Any]:
+    """Describe every feature column of `train` from the declared raw types and the data."""
+    features = []
+    for name, kind in data_schema.items():
+        if name == target or name in drop_columns:
+            continue
+        column = train[name]
+        entry: dict[str, Any] = {
+            "name": name,
+            "type": CATEGORICAL if kind == "category" else NUMERIC,
+            "nullable": bool(column.isna().any()),
+        }
+        if entry["type"] == CATEGORICAL:
+            entry["categories"] = sorted(str(v) for v in column.dropna().unique())
+        else:
+            entry["min"] = float(column.min())
+            entry["max"] = float(column.max())
+        features.append(entry)
+    if not features:
+        raise ValueError("no feature columns left after removing the target and drop_columns")
+    classes = sorted(str(v) for v in train[target].dropna().unique())
+    return {"target": target, "features": features, "classes": classes}
+
+
+def feature_names(schema: dict[str, Any]) -> list[str]:
+    return [f["name"] for f in schema["features"]]
+
+
+def to_model_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
+    """Select the feature columns in schema order with the training dtypes.
+
+    Numeric features become float64 (None -> NaN), categorical ones object (None kept), so
+    a frame built from JSON records gives the same predictions as one read from CSV.
+    """
+    out = {}
+    for feature in schema["features"]:
+        column = df[feature["name"]]
+        if feature["type"] == NUMERIC:
+            out[feature["name"]] = pd.to_numeric(column, errors="raise").astype("float64")
+        else:
+            values = column.astype("object")
+            out[feature["name"]] = pd.Series(
+                [np.nan if pd.isna(v) else str(v) for v in values],
+                index=df.index,
+                dtype=object,
+            )
+    return pd.DataFrame(out, index=df.index)
+
+
+def validate_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
+    """Validate a batch (e.g. a CSV) against the schema and return the model frame.
+
+    Missing columns and non-numeric values in numeric columns raise SchemaError naming
+    the column. Extra columns are ignored; unseen categories and nulls where training had
+    none are logged as warnings (the preprocessor handles them).
+    """
+    details: list[dict[str, str]] = []
+    for feature in schema["features"]:
+        name = feature["name"]
+        if name not in df.columns:
+            details.append({"field": name, "problem": "missing column"})
+            continue
+        column = df[name]
+        if feature["type"] == NUMERIC:
+            if ptypes.is_bool_dtype(column):
+                details.append({"field": name, "problem": "expected numbers, found booleans"})
+                continue
+            numeric = pd.to_numeric(column, errors="coerce")
+            bad = column[numeric.isna() & column.notna()]
+            if len(bad):
+                examples = ", ".join(repr(v) for v in bad.unique()[:3])
+                details.append({"field": name, "problem": f"expected numbers, found {examples}"})
+            elif not np.isfinite(numeric.dropna()).all():
+                details.append({"field": name, "problem": "contains infinite values"})
+        else:
+            unseen = set(column.dropna().astype(str)) - set(feature["categories"])
+            if unseen:
+                log.warning("column %r: categories not seen in training: %s", name, sorted(unseen))
+        if not feature["nullable"] and column.isna().any():
+            log.warning("column %r: %d null(s), none in training", name, int(column.isna().sum()))
+    if details:
+        raise SchemaError("input does not match the model's feature schema", details)
+    return to_model_frame(df, schema)

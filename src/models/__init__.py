@@ -1,0 +1,1 @@
+"""Stages `train` and `evaluate`, the model artifact and batch prediction."""

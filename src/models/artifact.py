@@ -1,0 +1,89 @@
+"""The model artifact: one joblib file holding the fitted Pipeline, the feature schema and
+metadata. Written atomically; loaded with checks that name the file and the problem.
+
+Only scikit-learn, pandas and joblib are needed to load it (no MLflow, no DVC), so the
+serving image stays small.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from src.features.schema import to_model_frame
+from src.utils import atomic_write
+
+FORMAT = "mloperation.model"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("pipeline", "schema", "metadata")
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing, truncated, corrupt or not an MLOperation model."""
+
+
+def make_bundle(pipeline: Any, schema: dict[str, Any], metadata: dict[str, Any]) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "pipeline": pipeline,
+        "schema": schema,
+        "metadata": metadata,
+    }
+
+
+def save_model(bundle: dict[str, Any], path: Path | str) -> Path:
+    """Write the bundle atomically: readers see the old file or the new one, never a part."""
+    return atomic_write(path, lambda p: joblib.dump(bundle, p, compress=3))
+
+
+def load_model(path: Path | str) -> dict[str, Any]:
+    """Load and check a model bundle; raise ModelLoadError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path} (run `make repro` or `dvc pull`)")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file is empty: {path}")
+    try:
+        bundle = joblib.load(path)
+    except (EOFError, pickle.UnpicklingError, ValueError, OSError, KeyError, IndexError) as exc:
+        raise ModelLoadError(
+            f"model file is truncated or corrupt: {path} ({type(exc).__name__}: {exc})"
+        ) from exc
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model file could not be loaded: {path} ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise ModelLoadError(
+            f"not an MLOperation model: {path} (expected a bundle written by "
+            f"src.models.train_model, found {type(bundle).__name__})"
+        )
+    if bundle.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"model format version {bundle.get('format_version')} in {path} is not supported "
+            f"(this code reads version {FORMAT_VERSION}); retrain with `make repro`"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in bundle]
+    if missing:
+        raise ModelLoadError(f"model file {path} lacks {', '.join(missing)}")
+    return bundle
+
+
+def predict_proba_frame(bundle: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-class probabilities for a model frame (see to_model_frame), columns = classes."""
+    pipeline = bundle["pipeline"]
+    proba = pipeline.predict_proba(frame)
+    return pd.DataFrame(proba, columns=[str(c) for c in pipeline.classes_], index=frame.index)
+
+
+def predict(bundle: dict[str, Any], df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """(labels, probabilities) for raw rows holding at least the schema's features."""
+    proba = predict_proba_frame(bundle, to_model_frame(df, bundle["schema"]))
+    labels = proba.columns.to_numpy()[proba.to_numpy().argmax(axis=1)]
+    return labels, proba

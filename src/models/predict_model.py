@@ -1,0 +1,62 @@
+"""Batch prediction: score a CSV (or Parquet) file with the trained model.
+
+    python -m src.models.predict_model --input data/processed/test.csv \
+        --model models/model.joblib --out reports/predictions.csv
+
+The output has one row per input row: `prediction` and one `proba_<class>` column per
+class. Input columns are checked against the feature schema stored with the model: a
+missing or mistyped column is rejected with a message naming it; extra columns (such as
+the target) are ignored. The output file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from src import config
+from src.data.make_dataset import read_table
+from src.features.schema import SchemaError, validate_frame
+from src.models.artifact import ModelLoadError, load_model, predict_proba_frame
+from src.utils import PipelineError, atomic_write, run_cli
+
+log = logging.getLogger(__name__)
+
+
+def predict_file(input_path: Path, model_path: Path, out_path: Path) -> pd.DataFrame:
+    """Score `input_path` with the model at `model_path`; write and return the predictions."""
+    try:
+        bundle = load_model(model_path)
+    except ModelLoadError as exc:
+        raise PipelineError(str(exc)) from exc
+    df = read_table(input_path)
+    try:
+        frame = validate_frame(df, bundle["schema"])
+    except SchemaError as exc:
+        raise PipelineError(f"{input_path}: {exc}") from exc
+    proba = predict_proba_frame(bundle, frame)
+    out = pd.DataFrame(
+        {"prediction": proba.columns.to_numpy()[proba.to_numpy().argmax(axis=1)]},
+        index=frame.index,
+    )
+    for cls in proba.columns:
+        out[f"proba_{cls}"] = proba[cls].round(6)
+    atomic_write(out_path, lambda p: out.to_csv(p, index=False))
+    log.info("wrote %d predictions to %s", len(out), out_path)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Batch prediction with the trained model.")
+    parser.add_argument("--input", type=Path, default=config.TEST_DATA, help="CSV or Parquet")
+    parser.add_argument("--model", type=Path, default=config.MODEL_FILE)
+    parser.add_argument("--out", type=Path, default=config.PREDICTIONS_FILE)
+    args = parser.parse_args()
+    predict_file(args.input, args.model, args.out)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,1 @@
+"""Plot rendering (matplotlib) shared by the evaluate stage and the PR report."""

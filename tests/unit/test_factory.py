@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+
+from src.models.factory import MODEL_BUILDERS, make_estimator
+from src.utils import PipelineError
+
+
+@pytest.mark.parametrize("model_type", sorted(MODEL_BUILDERS))
+def test_every_model_type_builds_and_fits(params, model_type):
+    estimator = make_estimator({**params["train"], "model_type": model_type}, 0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = np.where(X[:, 0] > 0, "yes", "no")
+    estimator.fit(X, y)
+    assert estimator.predict_proba(X).shape == (60, 2)
+    assert (estimator.predict(X) == y).mean() > 0.8
+
+
+def test_params_reach_the_estimator(params):
+    rf = make_estimator({**params["train"], "n_estimators": 7, "max_depth": 3}, 1)
+    assert (rf.n_estimators, rf.max_depth, rf.random_state) == (7, 3, 1)
+
+
+def test_unknown_model_type_lists_choices(params):
+    with pytest.raises(PipelineError, match="'xgb' is not one of: random_forest"):
+        make_estimator({**params["train"], "model_type": "xgb"}, 0)
+
+
+def test_missing_hyperparameter_is_named():
+    with pytest.raises(PipelineError, match="train.n_estimators is required"):
+        make_estimator({"model_type": "random_forest"}, 0)

@@ -1,0 +1,148 @@
+"""Data sources and raw-data validation."""
+
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.data.make_dataset import download, load_source, read_table, split_data, validate_raw
+from src.utils import PipelineError
+
+SCHEMA = {"species": "category", "island": "category", "mass": "float", "year": "int"}
+
+
+def frame(**overrides):
+    data = {
+        "species": ["a", "b", "a", "b"],
+        "island": ["x", "y", None, "x"],
+        "mass": [1.0, 2.5, np.nan, 4.0],
+        "year": [2007, 2008, 2009, 2007],
+    }
+    data.update(overrides)
+    return pd.DataFrame(data)
+
+
+def test_valid_frame_passes_with_normalised_types():
+    out = validate_raw(frame(), SCHEMA, "species")
+    assert out["mass"].dtype == "float64"
+    assert out["year"].tolist() == [2007.0, 2008.0, 2009.0, 2007.0]
+    assert out["island"].isna().sum() == 1
+
+
+def test_missing_column_is_named():
+    with pytest.raises(PipelineError, match="missing column.*year"):
+        validate_raw(frame().drop(columns="year"), SCHEMA, "species")
+
+
+def test_wrong_type_names_column_and_values():
+    with pytest.raises(PipelineError, match=r"'mass': expected float.*'heavy'"):
+        validate_raw(frame(mass=["1.0", "heavy", None, "2"]), SCHEMA, "species")
+
+
+def test_fractional_int_is_rejected():
+    with pytest.raises(PipelineError, match="'year': expected int, found fractional"):
+        validate_raw(frame(year=[2007.5, 2008, 2009, 2007]), SCHEMA, "species")
+
+
+def test_empty_table_is_rejected():
+    with pytest.raises(PipelineError, match="empty"):
+        validate_raw(frame().iloc[0:0], SCHEMA, "species")
+
+
+def test_all_null_target_is_rejected():
+    with pytest.raises(PipelineError, match="target column 'species' is null in every row"):
+        validate_raw(frame(species=[None] * 4), SCHEMA, "species")
+
+
+def test_rows_with_null_target_are_dropped():
+    out = validate_raw(frame(species=["a", None, "a", "b"]), SCHEMA, "species")
+    assert len(out) == 3
+
+
+def test_unknown_schema_type_is_rejected():
+    with pytest.raises(PipelineError, match="unknown type"):
+        validate_raw(frame(), {**SCHEMA, "mass": "decimal"}, "species")
+
+
+def test_split_is_stratified_seeded_and_disjoint():
+    df = pd.DataFrame({"y": ["a"] * 40 + ["b"] * 20, "x": range(60)})
+    train1, test1 = split_data(df, "y", 0.25, 7)
+    train2, test2 = split_data(df, "y", 0.25, 7)
+    pd.testing.assert_frame_equal(test1, test2)
+    assert set(train1["x"]).isdisjoint(test1["x"])
+    assert test1["y"].value_counts().to_dict() == {"a": 10, "b": 5}
+
+
+def test_split_rejects_singleton_class():
+    df = pd.DataFrame({"y": ["a"] * 10 + ["b"], "x": range(11)})
+    with pytest.raises(PipelineError, match="fewer than 2 rows.*b"):
+        split_data(df, "y", 0.25, 0)
+
+
+def test_read_table_csv_and_parquet(tmp_path):
+    df = frame()
+    df.to_csv(tmp_path / "d.csv", index=False)
+    df.to_parquet(tmp_path / "d.parquet")
+    assert read_table(tmp_path / "d.csv").shape == (4, 4)
+    assert read_table(tmp_path / "d.parquet")["mass"].isna().sum() == 1
+
+
+def test_read_table_errors_name_the_file(tmp_path):
+    with pytest.raises(PipelineError, match="not found.*nope.csv"):
+        read_table(tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(PipelineError, match="empty.*empty.csv"):
+        read_table(tmp_path / "empty.csv")
+    (tmp_path / "d.xlsx").write_text("x")
+    with pytest.raises(PipelineError, match="unsupported"):
+        read_table(tmp_path / "d.xlsx")
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A real HTTP server on loopback serving tmp_path/www."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_url_source_downloads_and_verifies(http_server, tmp_path):
+    www, base = http_server
+    frame().to_csv(www / "data.csv", index=False)
+    digest = hashlib.sha256((www / "data.csv").read_bytes()).hexdigest()
+    df = load_source(f"{base}/data.csv", digest, tmp_path / "raw")
+    assert len(df) == 4
+    assert (tmp_path / "raw" / "download" / "data.csv").read_bytes() == (
+        www / "data.csv"
+    ).read_bytes()
+
+
+def test_url_source_with_wrong_sha_saves_nothing(http_server, tmp_path):
+    www, base = http_server
+    (www / "data.csv").write_text("a,b\n1,2\n")
+    dest = tmp_path / "raw" / "data.csv"
+    with pytest.raises(PipelineError, match="sha256 mismatch"):
+        download(f"{base}/data.csv", "0" * 64, dest)
+    assert not dest.exists()
+    assert not any(dest.parent.iterdir())
+
+
+def test_url_source_requires_sha(http_server, tmp_path):
+    _, base = http_server
+    with pytest.raises(PipelineError, match="sha256 is missing"):
+        load_source(f"{base}/data.csv", None, tmp_path)
+
+
+def test_url_source_unreachable_or_404(http_server, tmp_path):
+    _, base = http_server
+    with pytest.raises(PipelineError, match="could not download.*404"):
+        download(f"{base}/missing.csv", "0" * 64, tmp_path / "x.csv")

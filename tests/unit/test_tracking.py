@@ -1,0 +1,21 @@
+import socket
+import time
+
+import pytest
+
+from src.models.tracking import check_tracking_server
+from src.utils import PipelineError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_fails_fast_with_a_clear_message():
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(PipelineError, match=f"MLflow tracking server {uri} is unreachable"):
+        check_tracking_server(uri)
+    assert time.monotonic() - start < 10

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from src.utils import PipelineError, atomic_write, load_params, write_json
+
+
+def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "model.bin"
+    target.write_text("old")
+
+    def broken(path):
+        path.write_text("half-wri")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.bin"], "temp file left behind"
+
+
+def test_atomic_write_creates_parents_and_replaces(tmp_path):
+    target = tmp_path / "a" / "b.txt"
+    atomic_write(target, lambda p: p.write_text("one"))
+    atomic_write(target, lambda p: p.write_text("two"))
+    assert target.read_text() == "two"
+
+
+def test_write_json_is_deterministic(tmp_path):
+    write_json(tmp_path / "a.json", {"b": 1.5, "a": [1, 2]})
+    write_json(tmp_path / "b.json", {"a": [1, 2], "b": 1.5})
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert json.loads((tmp_path / "a.json").read_text()) == {"a": [1, 2], "b": 1.5}
+
+
+def test_load_params_names_missing_file(tmp_path):
+    with pytest.raises(PipelineError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_load_params_rejects_non_mapping(tmp_path):
+    (tmp_path / "p.yaml").write_text("- a\n- b\n")
+    with pytest.raises(PipelineError, match="mapping"):
+        load_params(tmp_path / "p.yaml")
