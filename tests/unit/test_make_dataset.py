@@ -71,7 +71,7 @@ def test_unknown_schema_type_is_rejected():
 def test_split_is_stratified_seeded_and_disjoint():
     df = pd.DataFrame({"y": ["a"] * 40 + ["b"] * 20, "x": range(60)})
     train1, test1 = split_data(df, "y", 0.25, 7)
-    train2, test2 = split_data(df, "y", 0.25, 7)
+    _, test2 = split_data(df, "y", 0.25, 7)
     pd.testing.assert_frame_equal(test1, test2)
     assert set(train1["x"]).isdisjoint(test1["x"])
     assert test1["y"].value_counts().to_dict() == {"a": 10, "b": 5}
