@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench-*` targets; results go to reports/bench/*.json."""
