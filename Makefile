@@ -73,6 +73,62 @@ mlflow-ui: $(RUN_STAMP) ## Browse the local MLflow runs on http://127.0.0.1:5000
 bench-pipeline: $(DEV_STAMP) ## Benchmark the pipeline; writes reports/bench/pipeline.json
 	python -m benchmarks.pipeline
 
+# --- The predictor (flask_app/, gunicorn.conf.py; docs/serving.md) ----------------------
+.PHONY: serve bench-serve
+
+serve: $(RUN_STAMP) ## Serve models/serving with gunicorn on http://127.0.0.1:8000 (HOST/PORT)
+	@test -f models/serving/model.json || { echo "models/serving/ missing: run make repro"; exit 1; }
+	HOST=$${HOST:-127.0.0.1} gunicorn -c gunicorn.conf.py
+
+bench-serve: $(DEV_STAMP) ## Predictor vs `mlflow models serve`; writes reports/bench/serve.json
+	python -m benchmarks.serve
+
 clean: ## Remove caches and local reports (keeps .venv, data, models and MLflow runs)
 	rm -rf .pytest_cache .ruff_cache reports build *.egg-info
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+# --- CI/CD (the GitHub workflows call these; each also runs locally) -------------------
+BASE ?= main
+IMAGE ?= mloperation-predictor:latest
+
+.PHONY: dvc-pull dvc-push report gate comment docker-publish lint-workflows bench-ci
+
+dvc-pull: $(RUN_STAMP) ## dvc pull --run-cache if the remote has credentials (else a notice)
+	python -m src.ci pull
+
+dvc-push: $(RUN_STAMP) ## dvc push --run-cache if the remote has credentials (else a notice)
+	python -m src.ci push
+
+report: $(RUN_STAMP) ## The PR comment, locally: reports/experiment/report.md vs BASE (main)
+	python -m src.report --base $(BASE)
+
+gate: $(RUN_STAMP) ## Quality gate (params.yaml `gate:`) of the metrics vs BASE; fails if not met
+	python -m src.gate --base $(BASE)
+
+comment: $(RUN_STAMP) ## CI: post the report on the PR with CML (one comment, updated in place)
+	python -m src.ci comment
+
+docker-publish: ## CI: tag IMAGE with docker/metadata-action's tags and labels, push it
+	python -m src.ci publish-image $(IMAGE)
+
+lint-workflows: $(DEV_STAMP) ## actionlint .github/workflows/*.yml
+	actionlint
+
+bench-ci: $(DEV_STAMP) ## Time the PR job's steps (pull, repro, report); reports/bench/ci.json
+	python -m benchmarks.ci
+
+# --- Docker image of the predictor (scripts/docker/; docs/docker.md) -------------------
+.PHONY: docker-build docker-smoke docker-run docker-lint
+
+docker-build: ## Build IMAGE: the predictor with models/serving baked in (needs `make repro`)
+	scripts/docker/build.sh $(IMAGE)
+
+docker-smoke: $(RUN_STAMP) ## Run IMAGE on loopback: healthy, /ready, /predict = sklearn's, non-root
+	scripts/docker/smoke.sh $(IMAGE)
+
+docker-run: ## Run IMAGE in the foreground on port 8000 (Ctrl-C stops it)
+	scripts/docker/run.sh $(IMAGE)
+
+docker-lint: $(DEV_STAMP) ## hadolint the Dockerfile, shellcheck scripts/docker/
+	hadolint Dockerfile
+	shellcheck scripts/docker/*.sh

@@ -60,14 +60,14 @@ def test_second_repro_is_a_no_op(pipeline_repo):
     assert "Data and pipelines are up to date" in proc.stdout
 
 
-def test_param_change_reruns_only_train_and_evaluate(pipeline_repo, tmp_path):
+def test_param_change_reruns_only_train_and_evaluate(pipeline_repo, tmp_path):  # and export
     repo = tmp_path / "repo"
     shutil.copytree(pipeline_repo, repo, symlinks=True)  # workspace, cache and lock
     assert stages_run(run(["dvc", "repro"], repo).stdout) == []
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["n_estimators"] = 50
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_run(run(["dvc", "repro"], repo).stdout) == ["train", "evaluate"]
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == ["train", "export", "evaluate"]
 
 
 def test_forced_repro_is_byte_identical(pipeline_repo, tmp_path):
@@ -88,7 +88,7 @@ def test_forced_repro_is_byte_identical(pipeline_repo, tmp_path):
     )
     repo = copy_repo(tmp_path / "again")
     proc = run(["dvc", "repro", "-f"], repo)
-    assert stages_run(proc.stdout) == ["prepare", "features", "train", "evaluate"]
+    assert stages_run(proc.stdout) == ["prepare", "features", "train", "export", "evaluate"]
     assert (repo / "metrics" / "scores.json").read_bytes() == first
     for name in (
         "confusion_matrix.csv",

@@ -1,0 +1,440 @@
+"""Serving benchmark: `make bench-serve` -> reports/bench/serve.json + a table.
+
+Side by side in one run, on loopback, with the same worker count (2) and the same load
+generator (wrk, keep-alive connections):
+  * ours      - gunicorn -c gunicorn.conf.py serving models/serving (ONNX), as shipped;
+  * floor     - the same server with CONSTANT_MODEL=1 (fixed answer: the HTTP stack's cost);
+  * mlflow    - `mlflow models serve --env-manager local -w 2` serving the model the train
+                stage logged to MLflow (the same fitted pipeline, run id in models/model.joblib).
+Measures requests/s and p50/p99 latency for one-row requests at 1, 8 and 32 connections,
+rows/s for 1000-row batches (4 connections), cold start to the first prediction, and the
+total RSS (and PSS) of each server's processes. Scenarios are interleaved over several
+rounds; the table shows medians and ratios of medians.
+
+Targets: one-row throughput at 8 and 32 connections >= 10x MLflow, p99 at 8 connections
+<= 1/10 of MLflow's, batch rows/s >= 5x, one-row throughput at 8 connections >= 50% of
+the floor, cold start <= 2 s, total RSS <= 300 MB with 2 workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from src.config import MODEL_FILE, REPORTS_DIR, ROOT
+from src.utils import sha256_file, write_json
+
+SERVING_DIR = ROOT / "models" / "serving"
+WORKERS = 2
+ONE_ROW_CONNECTIONS = (1, 8, 32)
+BATCH_ROWS = 1000
+BATCH_CONNECTIONS = 4
+# The one-row request; the 1000-row batches are drawn from the test set.
+RECORD = {
+    "island": "Biscoe",
+    "bill_length_mm": 45.1,
+    "bill_depth_mm": 14.5,
+    "flipper_length_mm": 215.0,
+    "body_mass_g": 5000.0,
+    "sex": "female",
+}
+
+WRK_SCRIPT = r"""
+local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+function done(summary, latency, requests)
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "connect_errors": %d, "read_errors": %d, ' ..
+    '"write_errors": %d, "status_errors": %d, "timeouts": %d, "p50_ms": %.3f, ' ..
+    '"p99_ms": %.3f}\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+class Server:
+    """One server under test: a process tree started from `cmd`."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], path: str, logdir: Path):
+        self.name, self.cmd, self.env, self.path = name, cmd, env, path
+        self.log_file = logdir / f"{name}.log"
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    def start(self, probe: bytes, timeout: float = 180.0) -> float:
+        """Start; return seconds until the first successful prediction."""
+        self.port = free_port()
+        cmd = [c.replace("{port}", str(self.port)) for c in self.cmd]
+        env = {**self.env, "PORT": str(self.port)}
+        with self.log_file.open("ab") as log:
+            started = time.perf_counter()
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        while time.perf_counter() - started < timeout:
+            if self.proc.poll() is not None:
+                raise SystemExit(
+                    f"{self.name} exited ({self.proc.returncode}); see {self.log_file}"
+                )
+            try:
+                if post(self.url, probe, timeout=2)[0] == 200:
+                    return time.perf_counter() - started
+            except OSError:
+                pass
+            time.sleep(0.01)
+        self.stop()
+        raise SystemExit(f"{self.name} did not answer within {timeout} s; see {self.log_file}")
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                children = task / "children"
+                if children.exists():
+                    todo += [int(p) for p in children.read_text().split()]
+        return out
+
+    def memory_mb(self) -> dict[str, float]:
+        rss = pss = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+            except OSError:
+                continue
+        return {"rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1)}
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+def wrk(url: str, body_file: Path, connections: int, seconds: int, script: Path) -> dict:
+    threads = min(connections, 2)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+    proc = subprocess.run(
+        [*cmd, "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WRK_BODY_FILE": str(body_file)},
+        check=True,
+    )
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("WRKJSON "))
+    raw = json.loads(line.removeprefix("WRKJSON "))
+    errors = sum(raw[k] for k in raw if k.endswith("_errors") or k == "timeouts")
+    return {
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_ms"],
+        "p99_ms": raw["p99_ms"],
+        "requests": raw["requests"],
+        "errors": errors,
+    }
+
+
+def mlflow_model_dir(run_id: str) -> Path:
+    import mlflow
+
+    from src.models.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    outputs = client.get_run(run_id).outputs.model_outputs
+    if not outputs:
+        raise SystemExit(f"MLflow run {run_id} logged no model")
+    location = client.get_logged_model(outputs[0].model_id).artifact_location
+    return Path(location.removeprefix("file://"))
+
+
+def distinct_rows(frame: Any, n: int, schema: dict) -> list[dict]:
+    """`n` records like the test set's, made distinct with a little noise on the numbers
+    (a batch of repeated rows would flatter any server that caches or deduplicates)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = frame.sample(n, replace=True, random_state=0).reset_index(drop=True)
+    for f in schema["features"]:
+        if f["type"] == "numeric":
+            rows[f["name"]] = (rows[f["name"]] + rng.uniform(-0.5, 0.5, n)).round(2)
+    return json.loads(rows.to_json(orient="records"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    parser.add_argument("--out", type=Path, default=REPORTS_DIR / "bench" / "serve.json")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: run scripts/ci/install-system-deps.sh (apt wrk)")
+
+    import joblib
+    import pandas as pd
+
+    from src.features.schema import to_model_frame
+
+    bundle = joblib.load(MODEL_FILE)
+    manifest = json.loads((SERVING_DIR / "model.json").read_text())
+    if manifest["model"]["model_sha256"] != sha256_file(MODEL_FILE):
+        raise SystemExit("models/serving is not the export of models/model.joblib: dvc repro")
+    run_id = bundle["metadata"].get("mlflow_run_id")
+    if not run_id:
+        raise SystemExit("models/model.joblib has no mlflow_run_id: run `make repro` with MLflow")
+    model_dir = mlflow_model_dir(run_id)
+
+    test = pd.read_csv(ROOT / "data" / "processed" / "test.csv")
+    frame = to_model_frame(test, bundle["schema"])
+    record = RECORD
+    if set(record) != {f["name"] for f in bundle["schema"]["features"]}:
+        raise SystemExit("benchmarks/serve.py RECORD does not match the model's features")
+    expected = bundle["pipeline"].predict(to_model_frame(pd.DataFrame([record]), bundle["schema"]))
+    batch = distinct_rows(frame.dropna(), BATCH_ROWS, bundle["schema"])
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    bodies = {
+        ("ours", "one"): json.dumps(record),
+        ("ours", "batch"): json.dumps({"instances": batch}),
+        ("mlflow", "one"): json.dumps({"dataframe_records": [record]}),
+        ("mlflow", "batch"): json.dumps({"dataframe_records": batch}),
+    }
+    files = {}
+    for (kind, shape), text in bodies.items():
+        files[kind, shape] = work / f"{kind}-{shape}.json"
+        files[kind, shape].write_text(text)
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+
+    venv_bin = str(Path(sys.executable).parent)
+    base_env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+    ours_env = {
+        **base_env,
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": str(WORKERS),
+        "MODEL_DIR": str(SERVING_DIR),
+    }
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    servers = {
+        "ours": Server("ours", gunicorn, ours_env, "/predict", work),
+        "floor": Server("floor", gunicorn, {**ours_env, "CONSTANT_MODEL": "1"}, "/predict", work),
+        "mlflow": Server(
+            "mlflow",
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                str(model_dir),
+                "--env-manager",
+                "local",
+                "-w",
+                str(WORKERS),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "{port}",
+            ],
+            base_env,
+            "/invocations",
+            work,
+        ),
+    }
+    kind_of = {"ours": "ours", "floor": "ours", "mlflow": "mlflow"}
+    scenarios = [("one", c) for c in ONE_ROW_CONNECTIONS] + [("batch", BATCH_CONNECTIONS)]
+    runs: dict[str, list[dict]] = {}
+    cold: dict[str, list[float]] = {"ours": [], "mlflow": []}
+    memory: dict[str, dict] = {}
+    print(f"model: {manifest['model']['model_type']}, MLflow model {model_dir}", flush=True)
+    try:
+        for r in range(args.rounds):
+            for name in ("ours", "mlflow"):  # a fresh start, timed, every round
+                servers[name].stop()
+                cold[name].append(servers[name].start(files[kind_of[name], "one"].read_bytes()))
+            if servers["floor"].proc is None:
+                servers["floor"].start(files["ours", "one"].read_bytes())
+            if r == 0:  # both answer the sample record as scikit-learn does in-process
+                for name in ("ours", "mlflow"):
+                    status, body = post(servers[name].url, files[name, "one"].read_bytes())
+                    got = body["predictions"][0] if status == 200 else body
+                    if (status, got) != (200, expected[0]):
+                        raise SystemExit(f"{name} answered {status} {got}, sklearn {expected[0]}")
+            order = ["ours", "mlflow", "floor"][r % 3 :] + ["ours", "mlflow", "floor"][: r % 3]
+            for shape, conns in scenarios:
+                for name in order:  # interleaved, the order rotating from round to round
+                    if name == "floor" and shape == "batch":
+                        continue
+                    result = wrk(
+                        servers[name].url, files[kind_of[name], shape], conns, args.seconds, script
+                    )
+                    runs.setdefault(f"{name}/{shape}/c{conns}", []).append(result)
+                    print(
+                        f"round {r + 1} {name:6} {shape:5} c{conns:<2} "
+                        f"{result['rps']:9.1f} req/s  p50 {result['p50_ms']:8.2f} ms  "
+                        f"p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}",
+                        flush=True,
+                    )
+        for name in ("ours", "mlflow"):
+            memory[name] = servers[name].memory_mb()
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    summary = summarize(runs, cold, memory)
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "model_type": manifest["model"]["model_type"],
+        "workers": WORKERS,
+        "rounds": args.rounds,
+        "seconds_per_run": args.seconds,
+        "load_generator": "wrk (keep-alive)",
+        "mlflow_model": str(model_dir),
+        **summary,
+        "runs": runs,
+    }
+    write_json(args.out, result)
+    print_table(result)
+    print(f"written to {args.out}")
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def summarize(runs: dict, cold: dict, memory: dict) -> dict:
+    medians = {
+        key: {
+            "rps": _median([x["rps"] for x in values]),
+            "p50_ms": _median([x["p50_ms"] for x in values]),
+            "p99_ms": _median([x["p99_ms"] for x in values]),
+            "errors": sum(x["errors"] for x in values),
+        }
+        for key, values in runs.items()
+    }
+    for key, m in medians.items():
+        if "/batch/" in key:
+            m["rows_per_s"] = round(m["rps"] * BATCH_ROWS, 1)
+    ours, ml, floor = "ours/one/c{}", "mlflow/one/c{}", "floor/one/c{}"
+    batch = f"/batch/c{BATCH_CONNECTIONS}"
+    ratios = {
+        "rps_c1_vs_mlflow": medians[ours.format(1)]["rps"] / medians[ml.format(1)]["rps"],
+        "rps_c8_vs_mlflow": medians[ours.format(8)]["rps"] / medians[ml.format(8)]["rps"],
+        "rps_c32_vs_mlflow": medians[ours.format(32)]["rps"] / medians[ml.format(32)]["rps"],
+        "p99_c8_vs_mlflow": medians[ours.format(8)]["p99_ms"] / medians[ml.format(8)]["p99_ms"],
+        "batch_rows_vs_mlflow": medians["ours" + batch]["rps"] / medians["mlflow" + batch]["rps"],
+        "rps_c8_vs_own_floor": medians[ours.format(8)]["rps"] / medians[floor.format(8)]["rps"],
+    }
+    ratios = {k: round(v, 3) for k, v in ratios.items()}
+    cold_s = {k: _median(v) for k, v in cold.items()}
+    targets = {
+        "rps_c8_vs_mlflow >= 10": ratios["rps_c8_vs_mlflow"] >= 10,
+        "rps_c32_vs_mlflow >= 10": ratios["rps_c32_vs_mlflow"] >= 10,
+        "p99_c8_vs_mlflow <= 0.1": ratios["p99_c8_vs_mlflow"] <= 0.1,
+        "batch_rows_vs_mlflow >= 5": ratios["batch_rows_vs_mlflow"] >= 5,
+        "rps_c8_vs_own_floor >= 0.5": ratios["rps_c8_vs_own_floor"] >= 0.5,
+        "cold_start_s <= 2": cold_s["ours"] <= 2,
+        "rss_mb <= 300": memory["ours"]["rss_mb"] <= 300,
+        "zero errors": all(m["errors"] == 0 for k, m in medians.items() if k.startswith("ours")),
+    }
+    return {
+        "medians": medians,
+        "ratios": ratios,
+        "cold_start_s": cold_s,
+        "cold_start_runs_s": {k: [round(x, 3) for x in v] for k, v in cold.items()},
+        "memory": memory,
+        "targets_met": targets,
+    }
+
+
+def _row(label: str, *cells: str) -> str:
+    return f"{label:<24}" + "".join(f"{c:>12}" for c in cells)
+
+
+def print_table(result: dict) -> None:
+    m, r = result["medians"], result["ratios"]
+    print()
+    print(
+        f"Serving benchmark: {result['model_type']}, {result['workers']} workers, "
+        f"{result['rounds']} interleaved rounds x {result['seconds_per_run']} s, medians"
+    )
+    print(_row("scenario", "ours", "mlflow", "floor", "ours/mlflow"))
+    for c in ONE_ROW_CONNECTIONS:
+        o, ml, fl = m[f"ours/one/c{c}"], m[f"mlflow/one/c{c}"], m[f"floor/one/c{c}"]
+        ratio = f"{o['rps'] / ml['rps']:.1f}x"
+        print(_row(f"1 row c{c}: req/s", *(f"{x['rps']:.1f}" for x in (o, ml, fl)), ratio))
+        print(_row(f"1 row c{c}: p50 ms", *(f"{x['p50_ms']:.2f}" for x in (o, ml, fl))))
+        ratio = f"{o['p99_ms'] / ml['p99_ms']:.3f}x"
+        print(_row(f"1 row c{c}: p99 ms", *(f"{x['p99_ms']:.2f}" for x in (o, ml, fl)), ratio))
+    b = f"/batch/c{BATCH_CONNECTIONS}"
+    ours_rows, ml_rows = m["ours" + b]["rows_per_s"], m["mlflow" + b]["rows_per_s"]
+    ratio = f"{r['batch_rows_vs_mlflow']:.1f}x"
+    print(_row(f"{BATCH_ROWS}-row batch: rows/s", f"{ours_rows:.0f}", f"{ml_rows:.0f}", "", ratio))
+    cs, mem = result["cold_start_s"], result["memory"]
+    print(_row("cold start s", f"{cs['ours']:.2f}", f"{cs['mlflow']:.2f}"))
+    for key in ("rss_mb", "pss_mb"):
+        print(
+            _row(
+                f"total {key[:3].upper()} MB",
+                f"{mem['ours'][key]:.1f}",
+                f"{mem['mlflow'][key]:.1f}",
+            )
+        )
+    print(f"own floor: ours/floor at c8 = {r['rps_c8_vs_own_floor']:.2f}")
+    for target, ok in result["targets_met"].items():
+        print(f"  [{'PASS' if ok else 'FAIL'}] {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The OpenAPI 3.1 document of the predictor, with the request schema generated from the
+model's feature schema (so it is as strict as flask_app.contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_app.contract import FLOAT32_MAX
+
+
+def record_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """JSON Schema of one record: every feature required, no other fields."""
+    properties: dict[str, Any] = {}
+    for f in schema["features"]:
+        if f["type"] == "categorical":
+            prop: dict[str, Any] = {"type": "string", "enum": list(f["categories"])}
+            if f["nullable"]:
+                prop = {"type": ["string", "null"], "enum": [*f["categories"], None]}
+        else:
+            prop = {
+                "type": ["number", "null"] if f["nullable"] else "number",
+                "minimum": -FLOAT32_MAX,
+                "maximum": FLOAT32_MAX,
+                "description": f"seen in training: {f['min']:g} to {f['max']:g}",
+            }
+        if f["nullable"]:
+            prop["description"] = (
+                prop.get("description", "") + "; null when unknown (imputed as in training)"
+            ).lstrip("; ")
+        properties[f["name"]] = prop
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [f["name"] for f in schema["features"]],
+        "additionalProperties": False,
+    }
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+def build_openapi(
+    schema: dict[str, Any], classes: list[str], max_batch: int, max_body: int, version: str
+) -> dict[str, Any]:
+    example = {}
+    for f in schema["features"]:
+        if f["type"] == "categorical":
+            example[f["name"]] = f["categories"][0]
+        else:
+            example[f["name"]] = round((f["min"] + f["max"]) / 2, 1)
+    class_probs = {
+        "type": "object",
+        "properties": {c: {"type": "number", "minimum": 0, "maximum": 1} for c in classes},
+        "required": list(classes),
+        "additionalProperties": False,
+    }
+    client_errors = {
+        "400": _error("Malformed JSON, invalid UTF-8, wrong body shape or an empty batch"),
+        "408": _error("The body did not arrive within BODY_TIMEOUT seconds"),
+        "413": _error(f"Body over {max_body} bytes or a batch over {max_batch} records"),
+        "415": _error("Content-Type is not application/json"),
+        "422": _error("A record does not match the feature schema (details name the fields)"),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "MLOperation predictor",
+            "version": version,
+            "description": f"Predicts {schema['target']!r} ({', '.join(classes)}) from "
+            f"{len(schema['features'])} features. Every client error is a 4xx with a JSON "
+            "body naming the offending fields.",
+        },
+        "paths": {
+            "/predict": {
+                "post": {
+                    "summary": "Predict one record or a batch",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/PredictRequest"},
+                                "examples": {
+                                    "one record": {"value": example},
+                                    "batch": {"value": {"instances": [example, example]}},
+                                },
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json("PredictResponse", "Predicted classes and probabilities"),
+                        **client_errors,
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "summary": "Liveness (no model work)",
+                    "responses": {"200": _json("Status", "The process answers")},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "summary": "Readiness: the model is loaded and scores",
+                    "responses": {
+                        "200": _json("Status", "Ready to predict"),
+                        "503": _json("Status", "Not ready"),
+                    },
+                }
+            },
+            "/metadata": {
+                "get": {
+                    "summary": "Model identity: git commit, model hash, metrics, schema, classes",
+                    "responses": {"200": {"description": "Model metadata"}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (all workers)",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "A form to try a prediction in a browser",
+                    "responses": {
+                        "200": {"description": "HTML", "content": {"text/html": {}}},
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Record": record_schema(schema),
+                "PredictRequest": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Record"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "instances": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Record"},
+                                    "minItems": 1,
+                                    "maxItems": max_batch,
+                                }
+                            },
+                            "required": ["instances"],
+                            "additionalProperties": False,
+                        },
+                    ]
+                },
+                "PredictResponse": {
+                    "type": "object",
+                    "properties": {
+                        "predictions": {"type": "array", "items": {"enum": list(classes)}},
+                        "probabilities": {"type": "array", "items": class_probs},
+                    },
+                    "required": ["predictions", "probabilities"],
+                },
+                "Status": {
+                    "type": "object",
+                    "properties": {"status": {"type": "string"}},
+                    "required": ["status"],
+                },
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "message": {"type": "string"},
+                                "details": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "field": {"type": "string"},
+                                            "problem": {"type": "string"},
+                                        },
+                                        "required": ["field", "problem"],
+                                    },
+                                },
+                            },
+                            "required": ["message", "details"],
+                        }
+                    },
+                    "required": ["error"],
+                },
+            }
+        },
+    }

@@ -1,0 +1,77 @@
+"""Predictor settings: environment variables, overridable by the mapping passed to
+create_app() (tests). Names are the same in both places."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = ROOT / "models" / "serving"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path = DEFAULT_MODEL_DIR
+    max_batch_size: int = 1000  # records per /predict request
+    max_body_bytes: int = 1 << 20  # 1 MiB: a 1000-record batch is ~150 KB
+    constant_model: bool = False  # benchmark switch: fixed answer, no inference
+    metrics_slots: int = 64  # live workers the shared /metrics can hold
+    body_timeout: int = 10  # seconds a client may take to send a request body (then 408)
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """MODEL_DIR (or MODEL_PATH), MAX_BATCH_SIZE, MAX_BODY_BYTES, BODY_TIMEOUT,
+        CONSTANT_MODEL, METRICS_SLOTS from the environment, then from `overrides`."""
+        values: dict[str, Any] = {
+            k: v
+            for k in ("MODEL_PATH", "MODEL_DIR", *_INTS, "CONSTANT_MODEL")
+            if (v := os.environ.get(k)) not in (None, "")
+        }
+        values.update(overrides or {})
+        kwargs: dict[str, Any] = {}
+        model_dir = values.get("MODEL_DIR") or values.get("MODEL_PATH")
+        if model_dir:
+            kwargs["model_dir"] = Path(model_dir)
+        for key, field in _INTS.items():
+            if key in values:
+                kwargs[field] = _positive_int(key, values[key])
+        if "CONSTANT_MODEL" in values:
+            kwargs["constant_model"] = _flag("CONSTANT_MODEL", values["CONSTANT_MODEL"])
+        return cls(**kwargs)
+
+
+_INTS = {
+    "MAX_BATCH_SIZE": "max_batch_size",
+    "MAX_BODY_BYTES": "max_body_bytes",
+    "METRICS_SLOTS": "metrics_slots",
+    "BODY_TIMEOUT": "body_timeout",
+}
+
+
+def _positive_int(key: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not an integer") from None
+    if number < 1:
+        raise ConfigError(f"{key}={value!r} must be at least 1")
+    return number
+
+
+def _flag(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{key}={value!r} is not a boolean (use 1 or 0)")

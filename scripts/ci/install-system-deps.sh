@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# System packages the tests and benchmarks need (Debian): headless chromium + its driver
+# for the predictor's browser test, wrk for `make bench-serve`. Idempotent: installs only
+# what is missing, so a second run is a no-op.
+set -euo pipefail
+
+packages=(chromium chromium-driver wrk)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "system deps present: ${packages[*]}"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "installing: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+echo "installed: ${missing[*]}"

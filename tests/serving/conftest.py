@@ -1,0 +1,150 @@
+"""Fixtures for the predictor: a model trained in memory, exported to a tmp dir, and
+helpers to run the real gunicorn server on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flask_app import create_app
+from src.config import ROOT
+from src.models.export_model import export, frame_records
+
+PARITY_TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="session")
+def serving_dir(bundle, split, tmp_path_factory) -> Path:
+    """The session's in-memory model, exported as the pipeline's export stage does."""
+    out = tmp_path_factory.mktemp("serving") / "model"
+    export(bundle, out, {"train": split[0], "test": split[1]}, PARITY_TOLERANCE, "0" * 64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def test_records(bundle, split) -> list[dict]:
+    return frame_records(split[1], bundle["schema"])
+
+
+@pytest.fixture
+def app(serving_dir):
+    return create_app({"MODEL_DIR": str(serving_dir), "MAX_BATCH_SIZE": 100})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(method: str, url: str, body: dict | bytes | None = None, timeout: float = 10.0):
+    """(status, parsed JSON or text) for one request; never raises on HTTP errors."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        status, raw, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+    return status, json.loads(raw) if ctype.startswith("application/json") else raw.decode()
+
+
+class Server:
+    """A gunicorn process started with the project's gunicorn.conf.py."""
+
+    def __init__(self, model_dir: Path, log_path: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "MODEL_DIR": str(model_dir),
+            "WEB_CONCURRENCY": "2",
+            "ACCESS_LOG": "",
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> float:
+        """Seconds until /ready answered 200; fails with the server log otherwise."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if call("GET", self.url + "/ready", timeout=1)[0] == 200:
+                    return time.monotonic() - start
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def worker_pids(self) -> set[int]:
+        pids: set[int] = set()
+        for children in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            pids.update(int(p) for p in children.read_text().split())
+        return pids
+
+    def wait_workers(self, n: int = 2, timeout: float = 15.0) -> set[int]:
+        """The worker pids once `n` are up (/ready answers as soon as one is)."""
+        deadline = time.monotonic() + timeout
+        while len(pids := self.worker_pids()) != n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return pids
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path) -> Iterator:
+    """start_server(model_dir, **env) -> Server; every server is stopped after the test."""
+    servers: list[Server] = []
+
+    def start(model_dir: Path, **env: str) -> Server:
+        server = Server(model_dir, tmp_path / f"server{len(servers)}.log", **env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

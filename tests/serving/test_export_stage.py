@@ -1,0 +1,27 @@
+"""The export stage inside the real pipeline (`dvc repro` in a copy of the repository)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flask_app.model import ServingModel
+from src.utils import sha256_file
+
+pytestmark = pytest.mark.slow
+
+
+def test_dvc_repro_exports_the_trained_model_with_parity(pipeline_repo):
+    figures = json.loads((pipeline_repo / "metrics" / "export.json").read_text())
+    for name in ("train", "test", "probe"):
+        assert figures[f"{name}_rows"] > 0
+        assert figures[f"{name}_label_mismatches"] == 0
+        assert figures[f"{name}_max_abs_proba_diff"] <= figures["parity_tolerance"]
+    model = ServingModel.load(pipeline_repo / "models" / "serving")
+    # the export belongs to the model.joblib next to it, and says which one
+    joblib_sha = sha256_file(pipeline_repo / "models" / "model.joblib")
+    assert model.manifest["model"]["model_sha256"] == joblib_sha
+    assert model.manifest["model"]["mlflow_run_id"]
+    labels, _ = model.predict([model.example_record()])
+    assert labels[0] in model.classes

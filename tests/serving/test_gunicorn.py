@@ -1,0 +1,255 @@
+"""The real server: gunicorn with gunicorn.conf.py, two workers, on a loopback port.
+
+Load (64 keep-alive clients for 30 s), a worker killed under load, start-up faults, and
+predictions over HTTP equal to scikit-learn's in-process ones.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from src.features.schema import to_model_frame
+from tests.serving.conftest import PARITY_TOLERANCE, call
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    wrong_answers: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)  # non-200 answers
+    errors: list[str] = field(default_factory=list)  # connection-level, first attempt
+    failures: list[str] = field(default_factory=list)  # still failing after one retry
+    ok_after: dict[float, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def run_load(port, records, expected, clients, seconds, mark_times=()):
+    """`clients` threads, each with one keep-alive connection, POST records in a loop.
+
+    A request that fails at the connection level is retried once on a new connection
+    (what a client library with retries does); failures after that retry are recorded.
+    """
+    result = LoadResult()
+    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    bodies = [json.dumps(r).encode() for r in records]
+    headers = {"Content-Type": "application/json"}
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        i = k
+        ok = wrong = 0
+        statuses: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            j = i % len(bodies)
+            i += 1
+            for attempt in (1, 2):
+                try:
+                    conn.request("POST", "/predict", bodies[j], headers)
+                    response = conn.getresponse()
+                    payload = response.read()
+                    break
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    with result.lock:
+                        (result.errors if attempt == 1 else result.failures).append(repr(exc))
+            else:
+                continue
+            if response.status != 200:
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            elif json.loads(payload)["predictions"][0] != expected[j]:
+                wrong += 1
+            else:
+                ok += 1
+                now = time.monotonic() - start
+                with result.lock:
+                    for t in mark_times:
+                        if now > t:
+                            result.ok_after[t] = result.ok_after.get(t, 0) + 1
+        conn.close()
+        with result.lock:
+            result.ok += ok
+            result.wrong_answers += wrong
+            for status, n in statuses.items():
+                result.statuses[status] = result.statuses.get(status, 0) + n
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    return result, threads
+
+
+def metric(url, name):
+    status, text = call("GET", url + "/metrics")
+    assert status == 200
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+PREDICT_200 = 'mloperation_requests_total{endpoint="/predict",status="200"}'
+
+
+@pytest.fixture
+def expected(bundle, test_records):
+    frame = to_model_frame(__import__("pandas").DataFrame(test_records), bundle["schema"])
+    return bundle["pipeline"].predict(frame).tolist(), bundle["pipeline"].predict_proba(frame)
+
+
+def test_server_predictions_equal_sklearn(start_server, serving_dir, test_records, expected):
+    server = start_server(serving_dir)
+    server.wait_ready()
+    labels, proba = expected
+    status, body = call("POST", server.url + "/predict", {"instances": test_records})
+    assert status == 200
+    assert body["predictions"] == labels
+    served = np.array([list(p.values()) for p in body["probabilities"]])
+    assert np.abs(served - proba).max() <= PARITY_TOLERANCE
+    for record, label in list(zip(test_records, labels, strict=True))[:10]:
+        status, body = call("POST", server.url + "/predict", record)
+        assert (status, body["predictions"]) == (200, [label])
+    assert len(server.wait_workers(2)) == 2
+    # the same server answers every other endpoint
+    assert call("GET", server.url + "/health") == (200, {"status": "ok"})
+    assert call("GET", server.url + "/metadata")[1]["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert call("GET", server.url + "/openapi.json")[1]["openapi"].startswith("3.")
+    assert "<form" in call("GET", server.url + "/")[1]
+
+
+def test_64_clients_for_30_seconds(start_server, serving_dir, test_records, expected):
+    server = start_server(serving_dir)
+    server.wait_ready()
+    result, threads = run_load(server.port, test_records, expected[0], clients=64, seconds=30)
+    for t in threads:
+        t.join()
+    assert result.errors == [] and result.failures == []
+    assert result.statuses == {}  # no 5xx, no 4xx
+    assert result.wrong_answers == 0
+    assert result.ok > 64 * 30  # at least one answer per client per second
+    # /metrics aggregates both workers: it counted every request the clients saw answered
+    assert metric(server.url, PREDICT_200) == result.ok
+    assert "Traceback" not in server.log()
+
+
+def test_worker_killed_under_load_is_replaced(start_server, serving_dir, test_records, expected):
+    server = start_server(serving_dir)
+    server.wait_ready()
+    workers = server.wait_workers(2)
+    assert len(workers) == 2
+    result, threads = run_load(
+        server.port, test_records, expected[0], clients=16, seconds=10, mark_times=(5.0,)
+    )
+    time.sleep(2)
+    before_kill = metric(server.url, PREDICT_200)
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    for t in threads:
+        t.join()
+    now = server.wait_workers(2)
+    assert victim not in now and len(now) == 2, (workers, now)  # replaced
+    assert result.failures == []  # every request got an answer (at most one retry)
+    assert len(result.errors) <= 16  # only connections held by the killed worker broke
+    assert result.statuses == {} and result.wrong_answers == 0
+    assert result.ok_after.get(5.0, 0) > 100  # kept answering after the kill
+    after = metric(server.url, PREDICT_200)
+    assert after >= before_kill  # the dead worker's counts were kept
+    assert result.ok <= after <= result.ok + len(result.errors)
+    assert server.proc.poll() is None
+
+
+def _copy(serving_dir, dest):
+    dest.mkdir(parents=True)
+    for p in serving_dir.iterdir():
+        (dest / p.name).write_bytes(p.read_bytes())
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("missing", r"model directory not found: .*/missing"),
+        ("truncated", r"model.onnx does not match its manifest .*truncated"),
+        ("foreign", r"not an MLOperation serving manifest: .*model.json"),
+        ("bad_setting", r"MAX_BATCH_SIZE='-3' must be at least 1"),
+    ],
+)
+def test_start_up_faults_stop_the_server(fault, message, start_server, serving_dir, tmp_path):
+    model_dir = tmp_path / "missing"
+    env = {}
+    if fault == "truncated":
+        model_dir = _copy(serving_dir, tmp_path / "m")
+        data = (model_dir / "model.onnx").read_bytes()
+        (model_dir / "model.onnx").write_bytes(data[:1000])
+    elif fault == "foreign":
+        model_dir = _copy(serving_dir, tmp_path / "m")
+        (model_dir / "model.json").write_text('{"model": "someone else\'s"}')
+    elif fault == "bad_setting":
+        model_dir, env = serving_dir, {"MAX_BATCH_SIZE": "-3"}
+    server = start_server(model_dir, **env)
+    started = time.monotonic()
+    code = server.proc.wait(timeout=30)
+    log = server.log()
+    assert code == 4, log  # gunicorn's "application failed to load": no respawn
+    assert time.monotonic() - started < 15
+    assert "cannot start" in log
+    assert __import__("re").search(message, log), log
+    assert "Booting worker" not in log  # stopped before forking any worker
+    assert "Traceback" not in log
+
+
+def test_model_onnxruntime_cannot_run_stops_the_server(start_server, serving_dir, tmp_path):
+    model_dir = _copy(serving_dir, tmp_path / "m")
+    garbage = b"\x08\x07not an onnx graph"
+    manifest = json.loads((model_dir / "model.json").read_text())
+    manifest["onnx"]["sha256"] = __import__("hashlib").sha256(garbage).hexdigest()
+    (model_dir / "model.onnx").write_bytes(garbage)
+    (model_dir / "model.json").write_text(json.dumps(manifest))
+    server = start_server(model_dir)
+    code = server.proc.wait(timeout=30)
+    log = server.log()
+    assert code != 0, log
+    assert "ONNX Runtime cannot load" in log and "model.onnx" in log
+    assert log.count("Booting worker") <= 2  # the first workers only: no crash loop
+
+
+def test_clients_that_stall_mid_body_get_408_and_others_are_served(
+    start_server, serving_dir, test_records
+):
+    import socket
+
+    server = start_server(serving_dir, BODY_TIMEOUT="1")
+    server.wait_ready()
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 500\r\n\r\n"
+    )
+    stalled = []
+    for _ in range(12):  # more than the 2 workers x 4 threads
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(head + b'{"island": "Bis')
+        sock.settimeout(10)
+        stalled.append(sock)
+    started = time.monotonic()
+    status, _ = call("POST", server.url + "/predict", test_records[0], timeout=10)
+    assert status == 200 and time.monotonic() - started < 5  # not wedged by the stallers
+    for sock in stalled:
+        answer = b""
+        while chunk := sock.recv(4096):  # until the server closes the connection
+            answer += chunk
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b'"field":"(body)"' in answer
+    assert server.proc.poll() is None
