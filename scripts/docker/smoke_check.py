@@ -1,0 +1,196 @@
+"""The HTTP half of scripts/docker/smoke.sh: a running predictor against scikit-learn.
+
+    python scripts/docker/smoke_check.py URL [--model models/model.joblib]
+        [--data data/processed/test.csv] [--tolerance 1e-5] [--model-sha256 HEX] [--out FILE]
+
+Checks GET /health, GET /ready, GET /metadata (its model_sha256 must be --model-sha256, the
+image's label), POST /predict with one record and with every record of --data as a batch
+(labels equal to the pipeline's scikit-learn model's in-process prediction, every class
+probability within --tolerance), and that a bad record gets a 4xx JSON error. Runs on the
+host with the project's venv (pandas, scikit-learn); needs the repo root on sys.path.
+Prints one line per check; exits 1 naming the first failure; --out gets a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from src.features.schema import NUMERIC, to_model_frame
+from src.models.artifact import load_model, predict
+
+MAX_BATCH = 500  # well under the server's default limit (1000 records)
+
+
+class SmokeFailure(Exception):
+    pass
+
+
+def call(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any, float]:
+    """(status, decoded JSON body, seconds) of GET (body None) or POST of JSON."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise SmokeFailure(f"{url}: no answer ({exc})") from None
+    elapsed = time.perf_counter() - start
+    try:
+        return status, json.loads(raw), elapsed
+    except ValueError:
+        raise SmokeFailure(f"{url}: HTTP {status}, body is not JSON: {raw[:200]!r}") from None
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise SmokeFailure(message)
+
+
+def records_of(frame: pd.DataFrame, schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows as a client sends them: JSON numbers, category strings, null when missing."""
+    model_frame = to_model_frame(frame, schema)
+    kinds = {f["name"]: f["type"] for f in schema["features"]}
+    records = []
+    for row in model_frame.to_dict(orient="records"):
+        record: dict[str, Any] = {}
+        for name, value in row.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                record[name] = None
+            else:
+                record[name] = float(value) if kinds[name] == NUMERIC else str(value)
+        records.append(record)
+    return records
+
+
+def compare(
+    answer: Any, labels: list[str], proba: pd.DataFrame, tolerance: float, what: str
+) -> float:
+    """Check a /predict answer against scikit-learn's; return the largest probability gap."""
+    expect(isinstance(answer, dict), f"{what}: answer is not a JSON object: {answer!r}")
+    predictions, probabilities = answer.get("predictions"), answer.get("probabilities")
+    expect(
+        isinstance(predictions, list) and len(predictions) == len(labels),
+        f"{what}: expected {len(labels)} predictions, got {predictions!r}",
+    )
+    expect(
+        isinstance(probabilities, list) and len(probabilities) == len(labels),
+        f"{what}: expected {len(labels)} probability maps, got {str(probabilities)[:200]}",
+    )
+    worst = 0.0
+    classes = list(proba.columns)
+    for i, (got, want) in enumerate(zip(predictions, labels, strict=True)):
+        expect(str(got) == str(want), f"{what}: row {i} predicted {got!r}, scikit-learn {want!r}")
+        served = probabilities[i]
+        expect(
+            isinstance(served, dict) and sorted(served) == sorted(classes),
+            f"{what}: row {i} probabilities {served!r} do not name the classes {classes}",
+        )
+        for cls in classes:
+            gap = abs(float(served[cls]) - float(proba.iloc[i][cls]))
+            worst = max(worst, gap)
+            expect(
+                gap <= tolerance,
+                f"{what}: row {i} P({cls}) = {served[cls]} vs scikit-learn "
+                f"{proba.iloc[i][cls]:.8f}: differs by {gap:.3g} > {tolerance:g}",
+            )
+    return worst
+
+
+def run_checks(args: argparse.Namespace) -> dict[str, Any]:
+    base = args.url.rstrip("/")
+    summary: dict[str, Any] = {}
+
+    status, body, _ = call(f"{base}/health")
+    expect(status == 200 and body == {"status": "ok"}, f"/health: {status} {body!r}")
+    print("ok   GET /health -> 200 {'status': 'ok'}")
+
+    status, body, _ = call(f"{base}/ready")
+    expect(status == 200, f"/ready: {status} {body!r} (the model is not loaded)")
+    print("ok   GET /ready -> 200")
+
+    status, meta, _ = call(f"{base}/metadata")
+    expect(status == 200 and isinstance(meta, dict), f"/metadata: {status} {meta!r}")
+    if args.model_sha256:
+        expect(
+            meta.get("model_sha256") == args.model_sha256,
+            f"/metadata model_sha256 {meta.get('model_sha256')!r} differs from the image label "
+            f"io.mloperation.model.sha256 {args.model_sha256!r}",
+        )
+    print(f"ok   GET /metadata -> model_sha256 {str(meta.get('model_sha256'))[:12]}…")
+
+    bundle = load_model(args.model)
+    frame = pd.read_csv(args.data).head(MAX_BATCH)
+    expect(len(frame) > 0, f"{args.data} has no rows")
+    labels, proba = predict(bundle, frame)
+    labels = [str(label) for label in labels]
+    records = records_of(frame, bundle["schema"])
+
+    status, answer, seconds = call(f"{base}/predict", records[0])
+    expect(status == 200, f"POST /predict (one record): {status} {answer!r}")
+    gap_one = compare(answer, labels[:1], proba.iloc[:1], args.tolerance, "one record")
+    print(
+        f"ok   POST /predict one record -> {answer['predictions'][0]!r} as scikit-learn "
+        f"(max |dP| {gap_one:.2g}, {seconds * 1000:.1f} ms)"
+    )
+
+    status, answer, seconds = call(f"{base}/predict", {"instances": records})
+    expect(status == 200, f"POST /predict ({len(records)} instances): {status} {answer!r}")
+    gap_all = compare(answer, labels, proba, args.tolerance, f"batch of {len(records)}")
+    print(
+        f"ok   POST /predict batch of {len(records)} ({args.data}) -> every label as "
+        f"scikit-learn (max |dP| {gap_all:.2g} <= {args.tolerance:g}, {seconds * 1000:.1f} ms)"
+    )
+
+    bad = dict(records[0], not_a_feature=1)
+    status, error, _ = call(f"{base}/predict", bad)
+    expect(
+        400 <= status < 500 and isinstance(error, dict) and "error" in error,
+        f"POST /predict with an unknown field: expected a 4xx JSON error, got {status} {error!r}",
+    )
+    print(f"ok   POST /predict with an unknown field -> {status} with a JSON error")
+
+    summary.update(
+        rows=len(records),
+        max_abs_proba_diff=max(gap_one, gap_all),
+        tolerance=args.tolerance,
+        model_sha256=meta.get("model_sha256"),
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="base URL of the running predictor")
+    parser.add_argument("--model", type=Path, default=Path("models/model.joblib"))
+    parser.add_argument("--data", type=Path, default=Path("data/processed/test.csv"))
+    parser.add_argument("--tolerance", type=float, default=1e-5)
+    parser.add_argument("--model-sha256", default="", help="expected /metadata model_sha256")
+    parser.add_argument("--out", type=Path, help="write a JSON summary here")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_checks(args)
+    except SmokeFailure as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
