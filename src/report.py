@@ -1,0 +1,367 @@
+"""Experiment report: the working tree's metrics, params, plots and data against a base revision.
+
+    python -m src.report --base main [--out reports/experiment/report.md]   (make report)
+
+This is the PR comment: CI runs it after `dvc repro` and posts the file with
+`cml comment update`; `make report BASE=main` shows the same thing locally.
+
+The base side comes from git alone (metrics and plot data are committed, `cache: false`);
+the PR side is the working tree. Plots of both sides are rendered here from their plot data,
+into `<report name>_images/{base,pr}/`, and linked relative to the report, which is how CML
+finds and publishes them. Same commit, same report: the tables and images are byte-identical
+between runs; only the link to the workflow run (last line, on CI) differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from src.ci import PULL_STATUS, REPORT, dvc_executable
+from src.config import ROOT
+from src.gate import GateResult, choose_bounds, direction, evaluate_gate
+from src.revision import (
+    METRICS_PATH,
+    PLOTS_PATH,
+    export_dir,
+    flatten,
+    git,
+    read_metrics,
+    read_params,
+    resolve,
+)
+from src.utils import PipelineError, atomic_write, run_cli
+
+MAX_DATA_ROWS = 25
+PLOT_TITLES = {
+    "confusion_matrix": "Confusion matrix",
+    "roc": "ROC curves",
+    "precision_recall": "Precision-recall curves",
+    "feature_importance": "Feature importance",
+}
+BETTER, WORSE = "✅ better", "❌ worse"
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    """Test-set metrics first, then cross-validation, training, counts."""
+    for rank, prefix in enumerate(("cv_", "train_", "n_"), start=1):
+        if name.startswith(prefix):
+            return rank, name
+    return 0, name
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"`{value}`"
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def _delta(before: Any, after: Any) -> tuple[str, float]:
+    """The change as text (empty when a side is missing) and as a number."""
+    numeric = (int, float)
+    if not (isinstance(before, numeric) and isinstance(after, numeric)):
+        return "", 0.0
+    change = round(after - before, 9)
+    if change == 0:
+        return "0", 0.0
+    if isinstance(before, int) and isinstance(after, int):
+        return f"{change:+d}", float(change)
+    return (f"{change:+.4f}" if abs(change) >= 5e-5 else f"{change:+.6f}"), change
+
+
+def metrics_section(
+    base: Mapping[str, Any] | None, pr: Mapping[str, Any], base_label: str, pr_label: str
+) -> list[str]:
+    names = sorted(set(pr) | set(base or {}), key=_metric_order)
+    if base is None:
+        lines = [f"| Metric | {pr_label} |", "|---|---:|"]
+        lines += [f"| {name} | {_num(pr.get(name))} |" for name in names]
+        return lines
+    lines = [f"| Metric | {base_label} | {pr_label} | Change | |", "|---|---:|---:|---:|:--|"]
+    for name in names:
+        text, change = _delta(base.get(name), pr.get(name))
+        marker = ""
+        if change and direction(name):
+            marker = BETTER if change * direction(name) > 0 else WORSE
+        row = [name, _num(base.get(name)), _num(pr.get(name)), text, marker]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+# --- params ----------------------------------------------------------------------------
+
+
+def _param(value: Any) -> str:
+    if value is _MISSING:
+        return "—"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
+
+
+_MISSING = object()
+
+
+def params_section(
+    base: Mapping[str, Any] | None, pr: Mapping[str, Any] | None, base_label: str
+) -> list[str]:
+    before, after = flatten(dict(base or {})), flatten(dict(pr or {}))
+    changed = [
+        key
+        for key in sorted(set(before) | set(after))
+        if before.get(key, _MISSING) != after.get(key, _MISSING)
+    ]
+    if not changed:
+        return [f"No params changed against {base_label}."]
+    lines = [f"| Param | {base_label} | PR |", "|---|---|---|"]
+    for key in changed:
+        row = [f"`{key}`", _param(before.get(key, _MISSING)), _param(after.get(key, _MISSING))]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+# --- data (dvc diff) -------------------------------------------------------------------
+
+
+def dvc_diff(root: Path, base_sha: str) -> dict[str, list] | str:
+    """`dvc diff --json BASE` of the working tree, or the reason it is not available."""
+    try:
+        proc = subprocess.run(
+            [dvc_executable(), "diff", "--json", base_sha],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+    except OSError as exc:
+        return f"dvc is not installed ({exc})"
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return lines[-1] if lines else f"dvc diff exited {proc.returncode}"
+    return json.loads(proc.stdout or "{}")
+
+
+def data_section(diff: dict[str, list] | str, base_label: str) -> list[str]:
+    if isinstance(diff, str):
+        return [f"Not available: {diff}"]
+    rows: list[tuple[str, str]] = []
+    for change in ("added", "deleted", "modified", "renamed"):
+        for entry in diff.get(change, []):
+            path = entry["path"]
+            if isinstance(path, dict):  # renamed: {"old": ..., "new": ...}
+                path = f"{path['old']} → {path['new']}"
+            rows.append((change, path))
+    if not rows:
+        return [f"No DVC-tracked data or model file differs from `{base_label}`."]
+    counts = ", ".join(
+        f"{sum(c == kind for c, _ in rows)} {kind}"
+        for kind in ("added", "deleted", "modified", "renamed")
+        if any(c == kind for c, _ in rows)
+    )
+    lines = [f"`dvc diff {base_label}`: {counts}.", "", "| Change | Path |", "|---|---|"]
+    lines += [f"| {change} | `{path}` |" for change, path in rows[:MAX_DATA_ROWS]]
+    if len(rows) > MAX_DATA_ROWS:
+        lines.append(f"| … | and {len(rows) - MAX_DATA_ROWS} more |")
+    return lines
+
+
+# --- plots -----------------------------------------------------------------------------
+
+
+def render_side(plots_dir: Path, out_dir: Path) -> list[Path]:
+    """Render one revision's plot data (a plots/ folder) into PNGs; return their paths."""
+    from src.visualization.render import load_plot_data, render_all
+
+    frames = load_plot_data(plots_dir)
+    confusion = frames["confusion_matrix"]
+    classes = sorted(set(confusion["actual"]) | set(confusion["predicted"]))
+    return render_all(frames, classes, out_dir)
+
+
+def plots_section(root: Path, base_sha: str | None, out: Path, base_label: str) -> list[str]:
+    """Plots of the base beside the PR, rendered into `<report name>_images/{base,pr}/`."""
+    images = out.parent / f"{out.stem}_images"
+    for side in ("base", "pr"):
+        shutil.rmtree(images / side, ignore_errors=True)
+    pr_paths = render_side(root / PLOTS_PATH, images / "pr")
+    base_paths: list[Path] = []
+    note = ""
+    if base_sha is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            if export_dir(root, base_sha, PLOTS_PATH, Path(tmp), suffix=".csv"):
+                try:
+                    base_paths = render_side(Path(tmp), images / "base")
+                except (KeyError, ValueError, OSError) as exc:  # an older layout of plots/
+                    note = f"Could not render `{base_label}`'s plot data ({exc})."
+            else:
+                note = f"`{base_label}` has no committed plot data."
+
+    def title(path: Path) -> str:
+        return PLOT_TITLES.get(path.stem, path.stem.replace("_", " "))
+
+    def link(path: Path, caption: str) -> str:
+        return f"![{caption}]({path.relative_to(out.parent).as_posix()})"
+
+    by_name = {p.stem: p for p in base_paths}
+    if base_sha is None or not base_paths:
+        lines = ["| PR |", "|---|"]
+        lines += [f"| {link(p, title(p) + ', PR')} |" for p in pr_paths]
+    else:
+        lines = [f"| `{base_label}` | PR |", "|---|---|"]
+        for p in pr_paths:
+            base = by_name.get(p.stem)
+            base_cell = link(base, f"{title(p)}, {base_label}") if base else ""
+            lines.append(f"| {base_cell} | {link(p, title(p) + ', PR')} |")
+    return [note, "", *lines] if note else lines
+
+
+# --- the whole report ------------------------------------------------------------------
+
+
+def pull_line(status_file: Path | None) -> str | None:
+    """What `python -m src.ci pull` did, if it ran (reports/dvc_pull.json)."""
+    if status_file is None or not status_file.is_file():
+        return None
+    status = json.loads(status_file.read_text(encoding="utf-8"))
+    state, message = status.get("state"), status.get("message", "")
+    if state == "pulled":
+        return f"**DVC remote:** ✅ {message}"
+    verb = "skipped" if state == "skipped" else "failed"
+    return f"**DVC remote:** ⚠️ `dvc pull` {verb}: {message}"
+
+
+def run_link(env: Mapping[str, str]) -> str | None:
+    """The workflow run's URL when running in GitHub Actions."""
+    keys = ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    if not all(env.get(k) for k in keys):
+        return None
+    server, repo, run_id = (env[k] for k in keys)
+    return f"{server.rstrip('/')}/{repo}/actions/runs/{run_id}"
+
+
+def gate_section(result: GateResult) -> list[str]:
+    if not result.checks:
+        return [f"No gate configured: {result.summary()}."]
+    lines = [f"Bounds from {result.source}.", "", "| Check | Result |", "|---|---|"]
+    for check in result.checks:
+        mark = "⏭️ skipped" if check.skipped else ("✅ pass" if check.passed else "❌ FAIL")
+        lines.append(f"| {check.detail} | {mark} |")
+    return lines
+
+
+EXPORT_PATH = "metrics/export.json"  # written by the export stage
+
+
+def export_line(export: dict[str, Any] | None) -> str:
+    """One line on the served (ONNX) model's parity with scikit-learn, from the export stage."""
+    if export is None:
+        return f"No `{EXPORT_PATH}` in the working tree: the export stage has not run."
+    checked = [k.removesuffix("_rows") for k in sorted(export) if k.endswith("_rows")]
+    mismatches = sum(int(export.get(f"{k}_label_mismatches", 0)) for k in checked)
+    rows = sum(int(export[f"{k}_rows"]) for k in checked)
+    worst = max(float(export.get(f"{k}_max_abs_proba_diff", 0.0)) for k in checked)
+    tolerance = float(export.get("parity_tolerance", 0.0))
+    ok = mismatches == 0 and worst <= tolerance
+    return (
+        f"{'✅' if ok else '❌'} Served model (ONNX) vs scikit-learn on {rows} rows "
+        f"({', '.join(checked)}): {mismatches} label mismatches, max |Δp| {worst:.1e} "
+        f"(tolerance {tolerance:.0e})."
+    )
+
+
+def build_report(
+    root: Path,
+    base_rev: str,
+    out: Path,
+    pull_status: Path | None = PULL_STATUS,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str, GateResult]:
+    """Write the report (markdown + images) to `out`; return its text and the gate result."""
+    env = os.environ if env is None else env
+    base_sha = resolve(root, base_rev)
+    base_name = base_rev.removeprefix("origin/")
+    base_label = f"`{base_name}`"
+    head = git(root, "rev-parse", "--short=7", "HEAD").strip()
+    pr_metrics = read_metrics(root, None)
+    if pr_metrics is None:
+        raise PipelineError(f"no {METRICS_PATH} in the working tree: run `dvc repro` first")
+    base_metrics = read_metrics(root, base_sha)
+    base_params, pr_params = read_params(root, base_sha), read_params(root, None)
+
+    bounds, source, gate_changed = choose_bounds(base_params, pr_params, base_label)
+    gate = GateResult(evaluate_gate(bounds, pr_metrics, base_metrics, base_label), source)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_lines = plots_section(root, base_sha if base_metrics else None, out, base_name)
+    short_base = base_sha[:7]
+    lines = [
+        "## Experiment report",
+        "",
+        f"- **Quality gate:** {'✅' if gate.passed else '❌'} {gate.summary()}",
+        f"- **Compared:** this PR (`{head}`, working tree after `dvc repro`) with "
+        f"{base_label} (`{short_base}`)",
+    ]
+    pulled = pull_line(pull_status)
+    if pulled:
+        lines.append(f"- {pulled}")
+    lines.append("")
+    if base_metrics is None:
+        lines += [
+            f"> **First experiment:** {base_label} has no `{METRICS_PATH}` yet, so there is "
+            "nothing to compare with. Below are this PR's results; once merged, they become "
+            "the baseline.",
+            "",
+        ]
+    lines += ["### Metrics", ""]
+    lines += metrics_section(base_metrics, pr_metrics, f"{base_label} `{short_base}`", "PR")
+    if base_metrics is not None:
+        lines += [
+            "",
+            f"{BETTER} / {WORSE} by each metric's direction: lower is better for losses and "
+            "`*_std`, higher for the rest; counts (`n_*`) have no direction.",
+        ]
+    lines += ["", "### Quality gate", "", *gate_section(gate)]
+    if gate_changed:
+        lines += [
+            "",
+            f"This PR changes `gate:` in params.yaml; the bounds of {base_label} apply until "
+            "it is merged.",
+        ]
+    lines += ["", "### Params changed", "", *params_section(base_params, pr_params, base_label)]
+    lines += ["", "### Data and model", "", *data_section(dvc_diff(root, base_sha), base_name)]
+    lines += ["", export_line(read_metrics(root, None, EXPORT_PATH))]
+    lines += ["", "### Plots", "", *plot_lines]
+    lines += ["", "---", f"Reproduce locally: `make repro && make report BASE={base_name}`"]
+    link = run_link(env)
+    if link:
+        lines += ["", f"[Workflow run]({link})"]
+    text = "\n".join(lines) + "\n"
+    atomic_write(out, lambda p: p.write_text(text, encoding="utf-8"))
+    return text, gate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="main", help="git revision to compare with")
+    parser.add_argument("--out", type=Path, default=REPORT, help="markdown file to write")
+    parser.add_argument(
+        "--pull-status", type=Path, default=PULL_STATUS, help="JSON written by `src.ci pull`"
+    )
+    args = parser.parse_args()
+    out = args.out.resolve()
+    _, gate = build_report(ROOT, args.base, out, args.pull_status)
+    print(f"wrote {out} (quality gate {gate.summary()})")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,171 @@
+"""The GitHub workflows: actionlint, and the rules they are written to.
+
+Rules: actions pinned to a commit SHA with its version as a comment; no permissions at the
+top, least privilege per job; a timeout on every job; every `run:` step is a make target
+(or, in the fork workflow, the `src.ci` module) so no logic hides in YAML; the fork
+workflow never checks out the PR; the release smoke-tests the image before pushing it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.config import ROOT
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+FILES = sorted(WORKFLOWS.glob("*.yml"))
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+CML_INSTALL = "npm install -g @dvcorg/cml@0.20.6"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def on(workflow: dict) -> dict:
+    return workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
+
+
+def steps(workflow: dict, job: str) -> list[dict]:
+    return workflow["jobs"][job]["steps"]
+
+
+def runs(workflow: dict, job: str) -> list[str]:
+    return [step["run"] for step in steps(workflow, job) if "run" in step]
+
+
+def test_actionlint_passes():
+    actionlint = Path(sys.executable).with_name("actionlint")
+    proc = subprocess.run(
+        [str(actionlint), "-no-color", *map(str, FILES)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_expected_workflows_exist():
+    assert [f.name for f in FILES] == ["pr-comment.yml", "pr.yml", "release.yml", "tests.yml"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_actions_are_pinned_to_a_commit_with_its_version(path):
+    for line in path.read_text().splitlines():
+        match = re.search(r"uses:\s*(\S+)(.*)", line)
+        if not match or match.group(1).startswith("./"):
+            continue
+        assert PINNED.match(match.group(1)), line
+        assert re.search(r"#\s*v\d+\.\d+\.\d+", match.group(2)), f"no version comment: {line}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_least_privilege_and_timeouts(path):
+    workflow = yaml.safe_load(path.read_text())
+    assert workflow["permissions"] == {}, "grant permissions per job, not per workflow"
+    for name, job in workflow["jobs"].items():
+        assert "permissions" in job, name
+        granted = {k for k, v in job["permissions"].items() if v == "write"}
+        assert granted <= {"pull-requests", "packages"}, (name, granted)
+        assert set(job["permissions"]) <= {"contents", "pull-requests", "packages", "actions"}
+        if "uses" not in job:  # reusable-workflow calls carry their jobs' timeouts
+            assert 0 < job["timeout-minutes"] <= 60, name
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_run_steps_only_call_make_or_the_ci_module(path):
+    workflow = yaml.safe_load(path.read_text())
+    for name in workflow["jobs"]:
+        for command in runs(workflow, name) if "steps" in workflow["jobs"][name] else []:
+            assert "\n" not in command.strip(), f"multi-line script in YAML: {command}"
+            assert (
+                command.startswith("make ")
+                or command == CML_INSTALL
+                or command.startswith("python3 -m src.ci comment-fork ")
+            ), command
+
+
+def test_pr_workflow():
+    pr = load("pr.yml")
+    assert list(on(pr)) == ["pull_request"]
+    assert pr["concurrency"]["cancel-in-progress"] is True
+    assert "pull_request.number" in pr["concurrency"]["group"]
+    assert pr["jobs"]["test"]["uses"] == "./.github/workflows/tests.yml"
+    job = pr["jobs"]["experiment"]
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert job["env"]["ITERATIVE_DO_NOT_TRACK"] == "1"
+    checkout = steps(pr, "experiment")[0]
+    assert checkout["uses"].startswith("actions/checkout@")
+    assert checkout["with"]["fetch-depth"] == 0  # the base branch is there to diff against
+    python = steps(pr, "experiment")[1]
+    assert python["with"]["cache"] == "pip"
+    assert runs(pr, "experiment") == [
+        "make setup",
+        CML_INSTALL,
+        "make dvc-pull",
+        "make repro",
+        "make report",
+        "make comment",
+        "make gate",
+    ]
+    gated = [s for s in steps(pr, "experiment") if "if" in s and "upload" not in str(s)]
+    assert [s.get("run") or s["uses"].split("@")[0] for s in gated] == [
+        "actions/setup-node",
+        CML_INSTALL,
+    ]
+    for step in gated:  # not under act, and only where the token may comment
+        assert step["if"].startswith("${{ !env.ACT && ")
+        assert "head.repo.full_name == github.repository" in step["if"]
+    upload = next(s for s in steps(pr, "experiment") if "upload-artifact" in s.get("uses", ""))
+    assert upload["with"]["name"] == "experiment-report"
+    assert upload["with"]["path"] == "reports/experiment/"
+    order = [s.get("run") or s["uses"].split("@")[0] for s in steps(pr, "experiment")]
+    assert order.index("make comment") < order.index("actions/upload-artifact")  # pr.json
+    assert order.index("actions/upload-artifact") < order.index("make gate")  # even if it fails
+    secrets_at = [s.get("run") for s in steps(pr, "experiment") if "secrets." in str(s)]
+    assert secrets_at == ["make dvc-pull"], "remote credentials only where they are used"
+
+
+def test_fork_comment_workflow_never_runs_the_pr_code():
+    fork = load("pr-comment.yml")
+    assert on(fork) == {"workflow_run": {"workflows": ["PR"], "types": ["completed"]}}
+    job = fork["jobs"]["comment"]
+    assert "head_repository.full_name != github.repository" in job["if"]
+    assert job["permissions"] == {
+        "actions": "read",
+        "contents": "read",
+        "pull-requests": "write",
+    }
+    checkout = steps(fork, "comment")[0]
+    assert "ref" not in checkout.get("with", {}) and "repository" not in checkout.get("with", {})
+    download = steps(fork, "comment")[1]
+    assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
+    assert download["with"]["name"] == "experiment-report"
+    text = (WORKFLOWS / "pr-comment.yml").read_text()
+    assert "head_sha }}" not in text.split("env:")[0]  # event data only through env
+    assert "make " not in text  # nothing that could install or run the PR's code
+
+
+def test_release_workflow():
+    release = load("release.yml")
+    assert on(release) == {"push": {"branches": ["main"], "tags": ["v*"]}}
+    assert release["concurrency"]["cancel-in-progress"] is False
+    assert release["jobs"]["image"]["needs"] == "test"
+    assert release["jobs"]["image"]["permissions"] == {"contents": "read", "packages": "write"}
+    order = [s.get("run") or s["uses"].split("@")[0] for s in steps(release, "image")]
+    assert order.index("make repro") < order.index("make dvc-push")
+    assert order.index("make docker-build") < order.index("make docker-smoke")
+    assert order.index("make docker-smoke") < order.index("make docker-publish")
+    meta = next(s for s in steps(release, "image") if "metadata-action" in s.get("uses", ""))
+    assert meta["with"]["images"] == "ghcr.io/${{ github.repository }}"
+    tags = meta["with"]["tags"]
+    assert "type=sha" in tags and "type=semver,pattern={{version}}" in tags
+    assert "type=raw,value=latest,enable={{is_default_branch}}" in tags
+
+
+def test_dependabot_watches_actions_and_pip():
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    assert {u["package-ecosystem"] for u in config["updates"]} == {"github-actions", "pip"}
