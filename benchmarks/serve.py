@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 
 from src.config import MODEL_FILE, REPORTS_DIR, ROOT
 from src.utils import sha256_file, write_json
+from tests.repo_tools import free_port
 
 SERVING_DIR = ROOT / "models" / "serving"
 WORKERS = 2
@@ -69,12 +69,6 @@ function done(summary, latency, requests)
     latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, Any]:

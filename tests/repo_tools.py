@@ -1,15 +1,19 @@
-"""Helpers to run the project's commands inside a temporary copy of the repository.
-
-Used by the integration tests and the benchmarks.
+"""Helpers to run the project's commands inside a temporary copy of the repository, and
+to start throwaway servers on loopback. Used by the tests and the benchmarks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from src.config import ROOT
 
@@ -68,3 +72,48 @@ def stages_run(output: str) -> list[str]:
     return [
         line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
     ]
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str, timeout: float = 30) -> Iterator[tuple[str, Any]]:
+    """A real S3 API on loopback (moto server) with `bucket` created: (endpoint, client)."""
+    import boto3
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                s3.create_bucket(Bucket=bucket)
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.3)
+        yield endpoint, s3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,17 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run, venv_env
+from tests.repo_tools import free_port, run, venv_env
 
 pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -30,14 +29,13 @@ import pytest
 import yaml
 
 from src.config import ROOT
-from tests.repo_tools import run
+from tests.repo_tools import S3_KEYS, moto_s3, run
 
 pytestmark = pytest.mark.slow
 
 WORKFLOW = ROOT / ".github" / "workflows" / "pr.yml"
 REPOSITORY = "acme/penguins"  # act derives github.repository from the origin URL
 BUCKET = "mloperation-dvc"  # the bucket of .dvc/config's default remote `storage`
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 TOKEN = "ghs_recorder_only"  # never leaves this machine: `cml` is a recorder
 PR_NUMBER = 7
 PR_TREES = 50  # the PR's change: train.n_estimators
@@ -78,44 +76,11 @@ if info.is_file():
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """A real S3 API on loopback (moto server) with the DVC remote's bucket."""
-    import boto3
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            s3.create_bucket(Bucket=BUCKET)
-            break
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.3)
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
+    with moto_s3(BUCKET) as (endpoint, _):
+        yield endpoint
 
 
 def base_env(**extra: str) -> dict[str, str]:

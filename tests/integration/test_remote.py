@@ -7,24 +7,16 @@ and check that `dvc repro` has nothing to do (no retraining).
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run, stages_run, venv_env
+from tests.repo_tools import S3_KEYS, moto_s3, run, stages_run, venv_env
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "mloperation-dvc"  # the bucket in .dvc/config's default remote `storage`
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+S3_ENV = {**S3_KEYS, "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
@@ -66,51 +58,15 @@ def test_local_folder_remote_round_trip(origin, tmp_path):
     assert any(remote.rglob("*")), "nothing was pushed to the folder remote"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def moto_s3(tmp_path):
-    """A real S3 API on loopback (moto server), with the remote's bucket created."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        **{
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-            "region_name": "us-east-1",
-        },
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            s3.create_bucket(Bucket=BUCKET)
-            break
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.3)
-    yield endpoint, s3
-    proc.terminate()
-    proc.wait(timeout=10)
+def s3_server():
+    with moto_s3(BUCKET) as server:
+        yield server
 
 
-def test_s3_remote_round_trip(origin, tmp_path, moto_s3):
+def test_s3_remote_round_trip(origin, tmp_path, s3_server):
     """Endpoint and credentials from the environment only, as the CI workflows pass them."""
-    endpoint, s3 = moto_s3
+    endpoint, s3 = s3_server
     env = venv_env(origin, AWS_ENDPOINT_URL=endpoint, **S3_ENV)
     round_trip(origin, tmp_path / "clone", [], env)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from flask_app import create_app
 from src.config import ROOT
 from src.models.export_model import export, frame_records
+from tests.repo_tools import free_port
 
 PARITY_TOLERANCE = 1e-5
 
@@ -45,12 +45,6 @@ def app(serving_dir):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def call(method: str, url: str, body: dict | bytes | None = None, timeout: float = 10.0):

@@ -1,16 +1,10 @@
-import socket
 import time
 
 import pytest
 
 from src.models.tracking import check_tracking_server
 from src.utils import PipelineError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.repo_tools import free_port
 
 
 def test_unreachable_server_fails_fast_with_a_clear_message():
