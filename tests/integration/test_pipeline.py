@@ -15,6 +15,21 @@ from tests.conftest import copy_repo, run, stages_run
 pytestmark = pytest.mark.slow
 
 
+def predict_cmd(input_path: str, out: str) -> list[str]:
+    """The seed's batch prediction command, as the README gives it."""
+    return [
+        "python",
+        "-m",
+        "src.models.predict_model",
+        "--input",
+        input_path,
+        "--model",
+        "models/model.joblib",
+        "--out",
+        out,
+    ]
+
+
 def test_repro_writes_model_metrics_plots_and_mlflow_run(pipeline_repo):
     repo = pipeline_repo
     assert (repo / "models" / "model.joblib").stat().st_size > 0
@@ -73,17 +88,7 @@ def test_param_change_reruns_only_train_and_evaluate(pipeline_repo, tmp_path):  
 def test_forced_repro_is_byte_identical(pipeline_repo, tmp_path):
     first = (pipeline_repo / "metrics" / "scores.json").read_bytes()
     run(
-        [
-            "python",
-            "-m",
-            "src.models.predict_model",
-            "--input",
-            "data/processed/test.csv",
-            "--model",
-            "models/model.joblib",
-            "--out",
-            str(tmp_path / "p1.csv"),
-        ],
+        predict_cmd("data/processed/test.csv", str(tmp_path / "p1.csv")),
         pipeline_repo,
     )
     repo = copy_repo(tmp_path / "again")
@@ -100,17 +105,7 @@ def test_forced_repro_is_byte_identical(pipeline_repo, tmp_path):
             pipeline_repo / "plots" / name
         ).read_bytes(), name
     run(
-        [
-            "python",
-            "-m",
-            "src.models.predict_model",
-            "--input",
-            "data/processed/test.csv",
-            "--model",
-            "models/model.joblib",
-            "--out",
-            str(tmp_path / "p2.csv"),
-        ],
+        predict_cmd("data/processed/test.csv", str(tmp_path / "p2.csv")),
         repo,
     )
     assert (tmp_path / "p1.csv").read_bytes() == (tmp_path / "p2.csv").read_bytes()
@@ -119,17 +114,7 @@ def test_forced_repro_is_byte_identical(pipeline_repo, tmp_path):
 def test_seed_batch_predict_command(pipeline_repo, tmp_path):
     out = tmp_path / "reports" / "predictions.csv"
     run(
-        [
-            "python",
-            "-m",
-            "src.models.predict_model",
-            "--input",
-            "data/processed/test.csv",
-            "--model",
-            "models/model.joblib",
-            "--out",
-            str(out),
-        ],
+        predict_cmd("data/processed/test.csv", str(out)),
         pipeline_repo,
     )
     predictions = pd.read_csv(out)
@@ -150,17 +135,7 @@ def test_batch_predict_rejects_bad_columns_and_writes_nothing(pipeline_repo, tmp
     bad.to_csv(tmp_path / "bad.csv", index=False)
     out = tmp_path / "out.csv"
     proc = run(
-        [
-            "python",
-            "-m",
-            "src.models.predict_model",
-            "--input",
-            str(tmp_path / "bad.csv"),
-            "--model",
-            "models/model.joblib",
-            "--out",
-            str(out),
-        ],
+        predict_cmd(str(tmp_path / "bad.csv"), str(out)),
         pipeline_repo,
         check=False,
     )
