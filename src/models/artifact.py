@@ -1,8 +1,8 @@
 """The model artifact: one joblib file holding the fitted Pipeline, the feature schema and
 metadata. Written atomically; loaded with checks that name the file and the problem.
 
-Only scikit-learn, pandas and joblib are needed to load it (no MLflow, no DVC), so the
-serving image stays small.
+Loading it needs scikit-learn, pandas and joblib (no MLflow, no DVC). The predictor does
+not load it: it serves the ONNX export of it (the export stage, models/serving/).
 """
 
 from __future__ import annotations
