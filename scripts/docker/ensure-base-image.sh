@@ -69,27 +69,8 @@ log "*** The registry is unreachable: building a LOCAL STAND-IN for $TAG"
 log "*** (Debian $SUITE + Debian python3 via mmdebstrap), not the official image."
 
 # --- 3. stand-in ---------------------------------------------------------------------
-apt_install() {
-    local need_update=0 p
-    export DEBIAN_FRONTEND=noninteractive
-    for p in "$@"; do
-        # no `grep -q` on a pipe: with pipefail, SIGPIPE would fake a miss
-        case "$(apt-cache policy "$p" 2>/dev/null)" in
-            *"Candidate: (none)"* | "") need_update=1 ;;
-        esac
-    done
-    local opts=(-y -q --no-install-recommends -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300)
-    if [ "$need_update" -eq 1 ]; then
-        log "apt-get update"
-        "${SUDO[@]}" apt-get update -q >&2
-    fi
-    if ! "${SUDO[@]}" apt-get install "${opts[@]}" "$@" >&2; then
-        [ "$need_update" -eq 0 ] || return 1
-        log "apt-get install failed; retrying after apt-get update"
-        "${SUDO[@]}" apt-get update -q >&2
-        "${SUDO[@]}" apt-get install "${opts[@]}" "$@" >&2
-    fi
-}
+# shellcheck source=scripts/docker/apt-lib.sh
+source "$HERE/apt-lib.sh"
 
 # pip settings for the image. Only what is reachable from inside a container and
 # carries no credentials: the CA bundle (which will hold the host's extra CAs) and,

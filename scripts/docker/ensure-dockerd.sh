@@ -155,29 +155,8 @@ if [ -s "$PIDFILE" ]; then
 fi
 
 # --- 3. install and start -------------------------------------------------------
-apt_install() {
-    # Non-interactive install; `apt-get update` only when the package is unknown
-    # or the first attempt fails (e.g. stale package lists).
-    local need_update=0 p
-    export DEBIAN_FRONTEND=noninteractive
-    for p in "$@"; do
-        # no `grep -q` on a pipe: with pipefail, SIGPIPE would fake a miss
-        case "$(apt-cache policy "$p" 2>/dev/null)" in
-            *"Candidate: (none)"* | "") need_update=1 ;;
-        esac
-    done
-    local opts=(-y -q --no-install-recommends -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300)
-    if [ "$need_update" -eq 1 ]; then
-        log "apt-get update"
-        "${SUDO[@]}" apt-get update -q >&2
-    fi
-    if ! "${SUDO[@]}" apt-get install "${opts[@]}" "$@" >&2; then
-        [ "$need_update" -eq 0 ] || return 1
-        log "apt-get install failed; retrying after apt-get update"
-        "${SUDO[@]}" apt-get update -q >&2
-        "${SUDO[@]}" apt-get install "${opts[@]}" "$@" >&2
-    fi
-}
+# shellcheck source=scripts/docker/apt-lib.sh
+source "$HERE/apt-lib.sh"
 
 find_dockerd() {
     command -v dockerd 2>/dev/null || { [ -x /usr/sbin/dockerd ] && echo /usr/sbin/dockerd; } || true
