@@ -37,6 +37,9 @@ RUN python3 -m venv --without-pip /opt/venv \
 # The app, normalised to root-owned and world-readable whatever the host's umask was.
 COPY gunicorn.conf.py /app/
 COPY flask_app/ /app/flask_app/
+# The serving contract (manifest reader, ONNX model): the only part of src/ it needs.
+COPY src/__init__.py /app/src/
+COPY src/serving/ /app/src/serving/
 COPY models/serving/ /app/models/serving/
 RUN chmod -R u=rwX,go=rX /app
 

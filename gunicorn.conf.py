@@ -51,7 +51,7 @@ def post_fork(server, worker):
     A model that ONNX Runtime cannot run stops the worker with gunicorn's boot-error
     status (3), on which the master shuts down instead of respawning.
     """
-    from flask_app.model import ModelLoadError
+    from src.serving.model import ModelLoadError
 
     # Until the worker installs its own handlers (after this hook), it runs the master's,
     # which only queue signals: a stop during boot would be ignored until graceful_timeout.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import socket
 import time
 from collections.abc import Mapping
@@ -24,9 +25,9 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntity
 
 from flask_app.contract import ClientError, RecordChecker, decode_json
 from flask_app.metrics import SharedMetrics
-from flask_app.model import ConstantModel, ModelLoadError, ServingModel
 from flask_app.openapi import build_openapi
 from flask_app.settings import ConfigError, Settings
+from src.serving.model import ConstantModel, ModelLoadError, ServingModel
 
 __all__ = ["ConfigError", "ModelLoadError", "create_app"]
 
@@ -64,6 +65,7 @@ def _metadata(model: ServingModel, settings: Settings) -> dict[str, Any]:
         "trained_at": identity.get("trained_at"),
         "mlflow_run_id": identity.get("mlflow_run_id"),
         "training_metrics": identity.get("training_metrics", {}),
+        "task": model.task,
         "classes": model.classes,
         "schema": model.schema,
         "export": model.manifest.get("export", {}),
@@ -104,6 +106,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, open_session: bool = 
             "index.html",
             schema=model.schema,
             classes=model.classes,
+            task=model.task,
             example=model.example_record(),
             metadata=metadata,
         )
@@ -218,6 +221,17 @@ def _register(app: Flask, state: PredictorState) -> None:
             raise RequestEntityTooLarge()
         records, _ = checker.records(decode_json(body))
         labels, proba = model.predict(records)
+        if not model.is_classifier:  # regression: {"predictions": [number, ...]}
+            if not all(map(math.isfinite, labels)):
+                raise ClientError(
+                    422,
+                    "the model cannot score these values (predictions are not finite)",
+                    [{"field": "(body)", "problem": "values far outside the training ranges"}],
+                )
+            return Response(
+                '{"predictions":' + json.dumps(labels, separators=(",", ":")) + "}",
+                mimetype=JSON,
+            )
         if not np.isfinite(proba).all():  # only extreme (but finite) inputs get here
             raise ClientError(
                 422,

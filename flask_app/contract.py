@@ -4,7 +4,9 @@
 - every feature is required; unknown fields are rejected;
 - `null` only for features that had missing values in training;
 - numeric features take JSON numbers (not strings, not booleans), finite and within
-  float32 range; categorical features take one of the categories seen in training;
+  float32 range; categorical features take strings: with the model's
+  `unknown_categories: reject` only the categories seen in training (a 422 names a few
+  and counts the rest), with `ignore` any string (unseen ones score as none of them);
 - a batch is a non-empty list of objects of at most `max_batch` records.
 
 Every violation raises ClientError with the HTTP status and a list of
@@ -18,6 +20,8 @@ import math
 from typing import Any
 
 import numpy as np
+
+from src.serving.manifest import preview
 
 FLOAT32_MAX = 3.4028234663852886e38
 FAST_PATH_MIN = 8  # batches at least this long are checked column-wise first
@@ -88,14 +92,16 @@ class RecordChecker:
         self.names = [f["name"] for f in self.features]
         self.name_set = frozenset(self.names)
         self.max_batch = max_batch
-        self._checks = []
+        reject = schema.get("unknown_categories", "ignore") == "reject"
+        # (name, nullable, categorical, allowed categories or None for any, listing)
+        self._checks: list[tuple[str, bool, bool, frozenset[str] | None, str]] = []
         for f in self.features:
             if f["type"] == "categorical":
-                allowed = frozenset(f["categories"])
-                listing = ", ".join(repr(c) for c in f["categories"])
-                self._checks.append((f["name"], f["nullable"], allowed, listing))
+                allowed = frozenset(f["categories"]) if reject else None
+                listing = preview(f["categories"])
+                self._checks.append((f["name"], f["nullable"], True, allowed, listing))
             else:
-                self._checks.append((f["name"], f["nullable"], None, None))
+                self._checks.append((f["name"], f["nullable"], False, None, ""))
 
     def records(self, payload: Any) -> tuple[list[dict[str, Any]], bool]:
         """(checked records, whether the body was a batch) from a decoded JSON body."""
@@ -153,10 +159,10 @@ class RecordChecker:
         for record in records:
             if type(record) is not dict or record.keys() != names:
                 return False
-        for name, nullable, allowed, _ in self._checks:
+        for name, nullable, categorical, allowed, _ in self._checks:
             column = [record[name] for record in records]
             kinds = set(map(type, column))
-            if allowed is None:
+            if not categorical:
                 if not kinds <= (_NUMBER_OR_NULL if nullable else _NUMBER):
                     return False
                 if type(None) in kinds:
@@ -170,10 +176,11 @@ class RecordChecker:
             else:
                 if not kinds <= (_STR_OR_NULL if nullable else _STR):
                     return False
-                seen = set(column)
-                seen.discard(None)
-                if not seen <= allowed:
-                    return False
+                if allowed is not None:
+                    seen = set(column)
+                    seen.discard(None)
+                    if not seen <= allowed:
+                        return False
         return True
 
     def _check(
@@ -198,7 +205,7 @@ class RecordChecker:
                                 + ", ".join(self.names),
                             }
                         )
-            for name, nullable, allowed, listing in self._checks:
+            for name, nullable, categorical, allowed, listing in self._checks:
                 if name not in record:
                     out.append({"field": prefix + name, "problem": "required field is missing"})
                     continue
@@ -212,7 +219,7 @@ class RecordChecker:
                                 "values in training",
                             }
                         )
-                elif allowed is None:
+                elif not categorical:
                     problem = _number_problem(value)
                     if problem:
                         out.append({"field": prefix + name, "problem": problem})
@@ -220,10 +227,11 @@ class RecordChecker:
                     out.append(
                         {
                             "field": prefix + name,
-                            "problem": f"expected one of {listing}, got {_describe(value)}",
+                            "problem": f"expected a category (a string such as {listing}), "
+                            f"got {_describe(value)}",
                         }
                     )
-                elif value not in allowed:
+                elif allowed is not None and value not in allowed:
                     out.append(
                         {
                             "field": prefix + name,

@@ -12,10 +12,17 @@ def record_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """JSON Schema of one record: every feature required, no other fields."""
     properties: dict[str, Any] = {}
     for f in schema["features"]:
-        if f["type"] == "categorical":
+        if f["type"] == "categorical" and schema.get("unknown_categories") == "reject":
             prop: dict[str, Any] = {"type": "string", "enum": list(f["categories"])}
             if f["nullable"]:
                 prop = {"type": ["string", "null"], "enum": [*f["categories"], None]}
+        elif f["type"] == "categorical":  # unknown categories are accepted (and ignored)
+            prop = {
+                "type": ["string", "null"] if f["nullable"] else "string",
+                "examples": list(f["categories"][:20]),
+                "description": f"{len(f['categories'])} categories seen in training; "
+                "others are scored as none of them",
+            }
         else:
             prop = {
                 "type": ["number", "null"] if f["nullable"] else "number",
@@ -56,12 +63,30 @@ def build_openapi(
             example[f["name"]] = f["categories"][0]
         else:
             example[f["name"]] = round((f["min"] + f["max"]) / 2, 1)
-    class_probs = {
-        "type": "object",
-        "properties": {c: {"type": "number", "minimum": 0, "maximum": 1} for c in classes},
-        "required": list(classes),
-        "additionalProperties": False,
-    }
+    if classes:
+        class_probs = {
+            "type": "object",
+            "properties": {c: {"type": "number", "minimum": 0, "maximum": 1} for c in classes},
+            "required": list(classes),
+            "additionalProperties": False,
+        }
+        response: dict[str, Any] = {
+            "type": "object",
+            "properties": {
+                "predictions": {"type": "array", "items": {"enum": list(classes)}},
+                "probabilities": {"type": "array", "items": class_probs},
+            },
+            "required": ["predictions", "probabilities"],
+        }
+        answers = f"one of {', '.join(classes[:10])}{' …' if len(classes) > 10 else ''}"
+    else:  # regression: a number per record, no probabilities
+        response = {
+            "type": "object",
+            "properties": {"predictions": {"type": "array", "items": {"type": "number"}}},
+            "required": ["predictions"],
+            "additionalProperties": False,
+        }
+        answers = "a number"
     client_errors = {
         "400": _error("Malformed JSON, invalid UTF-8, wrong body shape or an empty batch"),
         "408": _error("The body did not arrive within BODY_TIMEOUT seconds"),
@@ -74,7 +99,7 @@ def build_openapi(
         "info": {
             "title": "MLOperation predictor",
             "version": version,
-            "description": f"Predicts {schema['target']!r} ({', '.join(classes)}) from "
+            "description": f"Predicts {schema['target']!r} ({answers}) from "
             f"{len(schema['features'])} features. Every client error is a 4xx with a JSON "
             "body naming the offending fields.",
         },
@@ -95,7 +120,12 @@ def build_openapi(
                         },
                     },
                     "responses": {
-                        "200": _json("PredictResponse", "Predicted classes and probabilities"),
+                        "200": _json(
+                            "PredictResponse",
+                            "Predicted classes and probabilities"
+                            if classes
+                            else "Predicted values",
+                        ),
                         **client_errors,
                     },
                 }
@@ -168,14 +198,7 @@ def build_openapi(
                         },
                     ]
                 },
-                "PredictResponse": {
-                    "type": "object",
-                    "properties": {
-                        "predictions": {"type": "array", "items": {"enum": list(classes)}},
-                        "probabilities": {"type": "array", "items": class_probs},
-                    },
-                    "required": ["predictions", "probabilities"],
-                },
+                "PredictResponse": response,
                 "Status": {
                     "type": "object",
                     "properties": {"status": {"type": "string"}},

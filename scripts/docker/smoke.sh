@@ -180,7 +180,8 @@ report = {
     "healthy_after_s": float(env["SMOKE_HEALTHY_S"]),
     "smoke_s": float(env["SMOKE_S"]),
     "predict_rows_checked": check["rows"],
-    "max_abs_proba_diff": check["max_abs_proba_diff"],
+    "task": check["task"],
+    "max_gap": check["max_gap"],
 }
 with open(sys.argv[2], "w", encoding="utf-8") as fh:
     json.dump(report, fh, indent=2)

@@ -5,8 +5,12 @@
 
 Checks GET /health, GET /ready, GET /metadata (its model_sha256 must be --model-sha256, the
 image's label), POST /predict with one record and with every record of --data as a batch
-(labels equal to the pipeline's scikit-learn model's in-process prediction, every class
-probability within --tolerance), and that a bad record gets a 4xx JSON error. Runs on the
+(classification: labels equal to the pipeline's scikit-learn model's in-process
+prediction, every class probability within --tolerance; regression: every value within
+--tolerance of scikit-learn's, relative to the predictions' standard deviation), that
+rows with categories unseen in training get what `features.unknown_categories` promises
+(scored when ignore, a 422 naming the field when reject), and that a bad record gets a
+4xx JSON error. Runs on the
 host with the project's venv (pandas, scikit-learn); needs the repo root on sys.path.
 Prints one line per check; exits 1 naming the first failure; --out gets a JSON summary.
 """
@@ -23,9 +27,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from src.features.schema import NUMERIC, to_model_frame
+from src.features.schema import NUMERIC, to_model_frame, unknown_category_rows
 from src.models.artifact import load_model, predict
 
 MAX_BATCH = 500  # well under the server's default limit (1000 records)
@@ -111,6 +116,55 @@ def compare(
     return worst
 
 
+def compare_values(
+    answer: Any, expected: np.ndarray, tolerance: float, scale: float, what: str
+) -> float:
+    """Check a regression /predict answer; return the largest gap relative to `scale`."""
+    expect(isinstance(answer, dict), f"{what}: answer is not a JSON object: {answer!r}")
+    predictions = answer.get("predictions")
+    expect(
+        isinstance(predictions, list) and len(predictions) == len(expected),
+        f"{what}: expected {len(expected)} predictions, got {str(predictions)[:200]}",
+    )
+    expect("probabilities" not in answer, f"{what}: a regression answer has no probabilities")
+    worst = 0.0
+    for i, (got, want) in enumerate(zip(predictions, expected, strict=True)):
+        expect(isinstance(got, int | float), f"{what}: row {i} predicted {got!r}, not a number")
+        gap = abs(float(got) - float(want)) / scale
+        worst = max(worst, gap)
+        expect(
+            gap <= tolerance,
+            f"{what}: row {i} predicted {got} vs scikit-learn {want:.8g}: differs by "
+            f"{gap:.3g} of the predictions' std > {tolerance:g}",
+        )
+    return worst
+
+
+def check_unknown_categories(base: str, bundle: dict[str, Any], frame: pd.DataFrame) -> str:
+    """Rows with categories unseen in training must get the policy's answer."""
+    schema = bundle["schema"]
+    policy = schema.get("unknown_categories", "ignore")
+    categorical = [f for f in schema["features"] if f["type"] != NUMERIC]
+    if not categorical:
+        return "no categorical features"
+    record = records_of(frame.head(1), schema)[0]
+    record[categorical[0]["name"]] = "(smoke test: a category never seen in training)"
+    status, answer, _ = call(f"{base}/predict", record)
+    if policy == "reject":
+        expect(
+            status == 422 and categorical[0]["name"] in json.dumps(answer),
+            f"unseen category with unknown_categories: reject: expected a 422 naming "
+            f"{categorical[0]['name']!r}, got {status} {str(answer)[:200]}",
+        )
+    else:
+        expect(
+            status == 200 and len(answer.get("predictions", [])) == 1,
+            f"unseen category with unknown_categories: ignore: expected 200, got {status} "
+            f"{str(answer)[:200]}",
+        )
+    return f"{policy}: {status}"
+
+
 def run_checks(args: argparse.Namespace) -> dict[str, Any]:
     base = args.url.rstrip("/")
     summary: dict[str, Any] = {}
@@ -136,25 +190,38 @@ def run_checks(args: argparse.Namespace) -> dict[str, Any]:
     bundle = load_model(args.model)
     frame = pd.read_csv(args.data).head(MAX_BATCH)
     expect(len(frame) > 0, f"{args.data} has no rows")
+    if bundle["schema"].get("unknown_categories") == "reject":  # refused: checked below
+        frame = frame[~unknown_category_rows(frame, bundle["schema"])].reset_index(drop=True)
+        expect(len(frame) > 0, f"every row of {args.data} holds an unseen category")
     labels, proba = predict(bundle, frame)
-    labels = [str(label) for label in labels]
     records = records_of(frame, bundle["schema"])
+    batch = f"batch of {len(records)}"
 
     status, answer, seconds = call(f"{base}/predict", records[0])
     expect(status == 200, f"POST /predict (one record): {status} {answer!r}")
-    gap_one = compare(answer, labels[:1], proba.iloc[:1], args.tolerance, "one record")
+    if proba is None:  # regression
+        scale = float(np.std(labels)) or 1.0
+        gap_one = compare_values(answer, labels[:1], args.tolerance, scale, "one record")
+    else:
+        labels = [str(label) for label in labels]
+        gap_one = compare(answer, labels[:1], proba.iloc[:1], args.tolerance, "one record")
     print(
         f"ok   POST /predict one record -> {answer['predictions'][0]!r} as scikit-learn "
-        f"(max |dP| {gap_one:.2g}, {seconds * 1000:.1f} ms)"
+        f"(max gap {gap_one:.2g}, {seconds * 1000:.1f} ms)"
     )
 
     status, answer, seconds = call(f"{base}/predict", {"instances": records})
     expect(status == 200, f"POST /predict ({len(records)} instances): {status} {answer!r}")
-    gap_all = compare(answer, labels, proba, args.tolerance, f"batch of {len(records)}")
+    if proba is None:
+        gap_all = compare_values(answer, labels, args.tolerance, scale, batch)
+    else:
+        gap_all = compare(answer, labels, proba, args.tolerance, batch)
     print(
-        f"ok   POST /predict batch of {len(records)} ({args.data}) -> every label as "
-        f"scikit-learn (max |dP| {gap_all:.2g} <= {args.tolerance:g}, {seconds * 1000:.1f} ms)"
+        f"ok   POST /predict {batch} ({args.data}) -> every prediction as "
+        f"scikit-learn (max gap {gap_all:.2g} <= {args.tolerance:g}, {seconds * 1000:.1f} ms)"
     )
+    unseen = check_unknown_categories(base, bundle, frame)
+    print(f"ok   POST /predict with an unseen category -> {unseen}")
 
     bad = dict(records[0], not_a_feature=1)
     status, error, _ = call(f"{base}/predict", bad)
@@ -166,7 +233,8 @@ def run_checks(args: argparse.Namespace) -> dict[str, Any]:
 
     summary.update(
         rows=len(records),
-        max_abs_proba_diff=max(gap_one, gap_all),
+        task=bundle["schema"].get("task"),
+        max_gap=max(gap_one, gap_all),
         tolerance=args.tolerance,
         model_sha256=meta.get("model_sha256"),
     )

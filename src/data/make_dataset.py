@@ -3,7 +3,9 @@
     python -m src.data.make_dataset [--params params.yaml]
 
 Reads `data.*`, `split.*` and `base.random_state`; writes `data/raw/` (the validated raw
-table) and `data/processed/{train,test}.csv` (stratified, seeded split).
+table) and `data/processed/{train,test}.csv` (seeded split; stratified on the target for
+classification). The task (binary, multiclass, regression) is resolved here from
+`data.task` and the target (src.tasks.resolve_task), so a bad choice stops the first stage.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pandas.api import types as ptypes
 from sklearn.model_selection import train_test_split
 
 from src import config
+from src.tasks import resolve_task
 from src.utils import PipelineError, atomic_path, atomic_write, load_params, run_cli
 
 log = logging.getLogger(__name__)
@@ -151,15 +154,23 @@ def validate_raw(df: pd.DataFrame, schema: dict[str, str], target: str) -> pd.Da
 
 
 def split_data(
-    df: pd.DataFrame, target: str, test_size: float, random_state: int
+    df: pd.DataFrame, target: str, test_size: float, random_state: int, stratify: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified, seeded train/test split."""
-    counts = df[target].value_counts()
-    if (counts < 2).any():
-        rare = ", ".join(map(str, counts[counts < 2].index))
-        raise PipelineError(f"class(es) with fewer than 2 rows cannot be split: {rare}")
+    """Seeded train/test split, stratified on the target for classification."""
+    if stratify:
+        counts = df[target].value_counts()
+        if (counts < 2).any():
+            rare = ", ".join(map(str, counts[counts < 2].index[:10]))
+            more = f" and {int((counts < 2).sum()) - 10} more" if (counts < 2).sum() > 10 else ""
+            raise PipelineError(
+                f"class(es) of data.target {target!r} with fewer than 2 rows cannot be split: "
+                f"{rare}{more}"
+            )
     train, test = train_test_split(
-        df, test_size=test_size, random_state=random_state, stratify=df[target]
+        df,
+        test_size=test_size,
+        random_state=random_state,
+        stratify=df[target] if stratify else None,
     )
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
@@ -171,11 +182,26 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 def prepare(params: dict[str, Any], raw_dir: Path, processed_dir: Path) -> dict[str, int]:
     """Run the whole stage; return row counts."""
     data = params["data"]
+    test_size = params["split"]["test_size"]
+    if (
+        isinstance(test_size, bool)
+        or not isinstance(test_size, int | float)
+        or not (0 < test_size < 1)
+    ):
+        raise PipelineError(
+            f"split.test_size must be a fraction between 0 and 1, got {test_size!r}"
+        )
     raw = load_source(str(data["source"]), data.get("sha256"), raw_dir)
     log.info("loaded %d rows x %d columns from %s", len(raw), raw.shape[1], data["source"])
     clean = validate_raw(raw, data["schema"], data["target"])
+    task = resolve_task(data, clean[data["target"]])
+    log.info("task: %s (data.task: %s)", task, data.get("task") or "auto")
     train, test = split_data(
-        clean, data["target"], params["split"]["test_size"], params["base"]["random_state"]
+        clean,
+        data["target"],
+        params["split"]["test_size"],
+        params["base"]["random_state"],
+        stratify=task != "regression",
     )
     write_csv(clean, raw_dir / "dataset.csv")
     write_csv(train, processed_dir / "train.csv")

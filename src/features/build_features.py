@@ -23,6 +23,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from src import config
 from src.features.schema import CATEGORICAL, NUMERIC, learn_feature_schema, to_model_frame
+from src.tasks import resolve_task
 from src.utils import PipelineError, atomic_write, load_params, run_cli
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,20 @@ def build_features(
 ) -> tuple[dict[str, Any], ColumnTransformer, pd.DataFrame]:
     """Learn the schema, fit the preprocessor, return (schema, preprocessor, matrix)."""
     data = params["data"]
+    features = params.get("features") or {}
     try:
+        task = resolve_task(data, train[data["target"]].dropna())
         schema = learn_feature_schema(
-            train, data["schema"], data["target"], data.get("drop_columns") or []
+            train,
+            data["schema"],
+            data["target"],
+            data.get("drop_columns") or [],
+            task=task,
+            unknown_categories=features.get("unknown_categories", "ignore"),
         )
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    preprocessor = build_preprocessor(schema, params.get("features") or {})
+    preprocessor = build_preprocessor(schema, features)
     X = to_model_frame(train, schema)
     matrix = preprocessor.fit_transform(X)
     frame = pd.DataFrame(matrix, columns=preprocessor.get_feature_names_out())
@@ -102,10 +110,11 @@ def main() -> None:
     )
     atomic_write(config.TRAIN_FEATURES, lambda p: frame.to_csv(p, index=False))
     log.info(
-        "%d features -> %d model columns; classes %s",
+        "%s: %d features -> %d model columns%s",
+        schema["task"],
         len(schema["features"]),
         frame.shape[1],
-        schema["classes"],
+        f"; classes {schema['classes']}" if "classes" in schema else "",
     )
 
 

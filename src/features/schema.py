@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from src.serving.manifest import preview
+
 log = logging.getLogger(__name__)
 
 NUMERIC = "numeric"
@@ -31,10 +33,28 @@ class SchemaError(ValueError):
         self.details = details
 
 
+UNKNOWN_POLICIES = ("ignore", "reject")
+
+
 def learn_feature_schema(
-    train: pd.DataFrame, data_schema: dict[str, str], target: str, drop_columns: list[str]
+    train: pd.DataFrame,
+    data_schema: dict[str, str],
+    target: str,
+    drop_columns: list[str],
+    task: str = "multiclass",
+    unknown_categories: str = "ignore",
 ) -> dict[str, Any]:
-    """Describe every feature column of `train` from the declared raw types and the data."""
+    """Describe every feature column of `train` from the declared raw types and the data.
+
+    `task` (binary | multiclass | regression, see src.tasks) and the unknown-category
+    policy (`features.unknown_categories`: ignore | reject) travel with the schema, so
+    evaluate, batch prediction, the server and the smoke test apply the same ones.
+    """
+    if unknown_categories not in UNKNOWN_POLICIES:
+        raise ValueError(
+            f"features.unknown_categories {unknown_categories!r} is not one of: "
+            + ", ".join(UNKNOWN_POLICIES)
+        )
     features = []
     for name, kind in data_schema.items():
         if name == target or name in drop_columns:
@@ -53,8 +73,26 @@ def learn_feature_schema(
         features.append(entry)
     if not features:
         raise ValueError("no feature columns left after removing the target and drop_columns")
-    classes = sorted(str(v) for v in train[target].dropna().unique())
-    return {"target": target, "features": features, "classes": classes}
+    schema: dict[str, Any] = {
+        "target": target,
+        "task": task,
+        "unknown_categories": unknown_categories,
+        "features": features,
+    }
+    if task != "regression":
+        schema["classes"] = sorted(str(v) for v in train[target].dropna().unique())
+    return schema
+
+
+def unknown_category_rows(df: pd.DataFrame, schema: dict[str, Any]) -> pd.Series:
+    """Boolean mask of rows holding a category the model never saw in training."""
+    mask = pd.Series(False, index=df.index)
+    for feature in schema["features"]:
+        if feature["type"] == CATEGORICAL and feature["name"] in df.columns:
+            column = df[feature["name"]]
+            known = column.isna() | column.astype(str).isin(feature["categories"])
+            mask |= ~known
+    return mask
 
 
 def feature_names(schema: dict[str, Any]) -> list[str]:
@@ -86,9 +124,12 @@ def validate_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
     """Validate a batch (e.g. a CSV) against the schema and return the model frame.
 
     Missing columns and non-numeric values in numeric columns raise SchemaError naming
-    the column. Extra columns are ignored; unseen categories and nulls where training had
-    none are logged as warnings (the preprocessor handles them).
+    the column. Extra columns are ignored; nulls where training had none are logged as
+    warnings (the preprocessor imputes them). Unseen categories follow the schema's
+    `unknown_categories` policy: `reject` raises SchemaError naming them; `ignore` logs
+    a warning (they encode as no known category, as in evaluate and the server).
     """
+    reject = schema.get("unknown_categories", "ignore") == "reject"
     details: list[dict[str, str]] = []
     for feature in schema["features"]:
         name = feature["name"]
@@ -108,9 +149,17 @@ def validate_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
             elif not np.isfinite(numeric.dropna()).all():
                 details.append({"field": name, "problem": "contains infinite values"})
         else:
-            unseen = set(column.dropna().astype(str)) - set(feature["categories"])
-            if unseen:
-                log.warning("column %r: categories not seen in training: %s", name, sorted(unseen))
+            unseen = sorted(set(column.dropna().astype(str)) - set(feature["categories"]))
+            if unseen and reject:
+                details.append(
+                    {
+                        "field": name,
+                        "problem": f"unknown categories {preview(unseen)}; expected one of "
+                        f"{preview(feature['categories'])} (features.unknown_categories: reject)",
+                    }
+                )
+            elif unseen:
+                log.warning("column %r: categories not seen in training: %s", name, preview(unseen))
         if not feature["nullable"] and column.isna().any():
             log.warning("column %r: %d null(s), none in training", name, int(column.isna().sum()))
     if details:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src.features.schema import to_model_frame
+from src.tasks import schema_task
 from src.utils import atomic_write
 
 FORMAT = "mloperation.model"
@@ -82,8 +83,15 @@ def predict_proba_frame(bundle: dict[str, Any], frame: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(proba, columns=[str(c) for c in pipeline.classes_], index=frame.index)
 
 
-def predict(bundle: dict[str, Any], df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """(labels, probabilities) for raw rows holding at least the schema's features."""
-    proba = predict_proba_frame(bundle, to_model_frame(df, bundle["schema"]))
-    labels = proba.columns.to_numpy()[proba.to_numpy().argmax(axis=1)]
-    return labels, proba
+def model_outputs(bundle: dict[str, Any], frame: pd.DataFrame) -> Any:
+    """The task's raw outputs for a model frame: per-class probabilities (a DataFrame,
+    columns = classes) for classification, predicted numbers (an array) for regression."""
+    return schema_task(bundle["schema"]).outputs(bundle["pipeline"], frame)
+
+
+def predict(bundle: dict[str, Any], df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """(predictions, probabilities or None for regression) for raw rows holding at least
+    the schema's features."""
+    task = schema_task(bundle["schema"])
+    outputs = task.outputs(bundle["pipeline"], to_model_frame(df, bundle["schema"]))
+    return task.predictions(outputs), outputs if task.is_classifier else None

@@ -10,8 +10,11 @@ imputer fill values and one-hot columns.
 
 Before anything is written, the exported files are loaded exactly as the server loads them
 and scored on the whole train and test sets and on seeded random records drawn from the
-schema (with nulls): every label must equal scikit-learn's and every probability must be
-within `export.max_abs_proba_diff` of it, or the stage fails and the previous export stays.
+schema (with nulls, and with unseen categories when `features.unknown_categories` is
+ignore). Classification: every label must equal scikit-learn's and every probability be
+within `export.max_abs_proba_diff` of it; regression: every prediction within
+`export.max_rel_diff` of scikit-learn's, relative to the predictions' standard deviation.
+Otherwise the stage fails and the previous export stays.
 """
 
 from __future__ import annotations
@@ -31,17 +34,12 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from flask_app.model import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST_FILE,
-    ONNX_FILE,
-    ServingModel,
-    sha256_bytes,
-)
 from src import config
 from src.features.schema import CATEGORICAL, NUMERIC, to_model_frame
 from src.models.artifact import ModelLoadError, load_model
+from src.serving.manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, sha256_bytes
+from src.serving.model import ServingModel
+from src.tasks import schema_task
 from src.utils import PipelineError, git_commit, load_params, run_cli, sha256_file, write_json
 
 log = logging.getLogger(__name__)
@@ -49,7 +47,9 @@ log = logging.getLogger(__name__)
 SERVING_DIR = config.MODELS_DIR / "serving"
 EXPORT_METRICS_FILE = config.METRICS_DIR / "export.json"
 ONNX_INPUT = "X"
-ONNX_PROBABILITIES = "probabilities"
+ONNX_PROBABILITIES = "probabilities"  # classifiers (skl2onnx, zipmap off)
+ONNX_VALUES = "variable"  # regressors (skl2onnx's name for the predicted values)
+UNSEEN = "(a category never seen in training)"  # probes the unknown-category policy
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 
 
@@ -61,7 +61,7 @@ def _unsupported(step: Any, why: str) -> PipelineError:
         f"export: cannot serve preprocessing step {type(step).__name__} ({why}); the predictor "
         "knows SimpleImputer on numeric columns and [SimpleImputer +] OneHotEncoder on "
         "categorical ones - extend preprocessing_spec() in src/models/export_model.py and "
-        "ServingModel.matrix() in flask_app/model.py together"
+        "ServingModel.matrix() in src/serving/model.py together"
     )
 
 
@@ -142,8 +142,9 @@ def _patch_skl2onnx() -> None:
     tree_ensemble.add_node = add_node
 
 
-def convert_estimator(estimator: Any, width: int) -> bytes:
-    """The fitted estimator as ONNX: float32 matrix `X` in, `probabilities` out.
+def convert_estimator(estimator: Any, width: int, is_classifier: bool = True) -> bytes:
+    """The fitted estimator as ONNX: float32 matrix `X` in, `probabilities` (classifiers)
+    or `variable` (regressors) out.
 
     float32 is what scikit-learn's trees compare internally, so tree models see the same
     values; linear models lose ~1e-7 (checked by the parity test).
@@ -154,17 +155,24 @@ def convert_estimator(estimator: Any, width: int) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
 
     _patch_skl2onnx()
+    wanted = ONNX_PROBABILITIES if is_classifier else ONNX_VALUES
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = convert_sklearn(
-            estimator,
-            initial_types=[(ONNX_INPUT, FloatTensorType([None, width]))],
-            options={id(estimator): {"zipmap": False}},
-            target_opset=TARGET_OPSET,
-        )
+        try:
+            model = convert_sklearn(
+                estimator,
+                initial_types=[(ONNX_INPUT, FloatTensorType([None, width]))],
+                options={id(estimator): {"zipmap": False}} if is_classifier else None,
+                target_opset=TARGET_OPSET,
+            )
+        except Exception as exc:  # skl2onnx raises many types for models it cannot express
+            raise PipelineError(
+                f"export: skl2onnx cannot convert {type(estimator).__name__} "
+                f"(train.model_type): {type(exc).__name__}: {str(exc)[:200]}"
+            ) from exc
     outputs = [o.name for o in model.graph.output]
-    if ONNX_PROBABILITIES not in outputs:
-        raise PipelineError(f"export: ONNX model has outputs {outputs}, no {ONNX_PROBABILITIES!r}")
+    if wanted not in outputs:
+        raise PipelineError(f"export: ONNX model has outputs {outputs}, no {wanted!r}")
     return model.SerializeToString()
 
 
@@ -200,6 +208,10 @@ def probe_frame(schema: dict[str, Any], n: int, seed: int) -> pd.DataFrame:
             column: list[Any] = values.tolist()
         else:
             column = rng.choice(f["categories"], n).tolist()
+            if schema.get("unknown_categories", "ignore") == "ignore":
+                column = [
+                    UNSEEN if m else v for v, m in zip(column, rng.random(n) < 0.05, strict=True)
+                ]
         if f["nullable"]:
             column = [None if m else v for v, m in zip(column, rng.random(n) < 0.1, strict=True)]
         columns[f["name"]] = column
@@ -209,31 +221,51 @@ def probe_frame(schema: dict[str, Any], n: int, seed: int) -> pd.DataFrame:
 def check_parity(
     pipeline: Any, model: ServingModel, frame: pd.DataFrame, schema: dict[str, Any]
 ) -> dict[str, Any]:
-    """Score `frame` with scikit-learn and with the served model; compare."""
+    """Score `frame` with scikit-learn and with the served model; compare.
+
+    Classification: labels must be identical, `max_abs_proba_diff` is the largest
+    probability gap. Regression: `max_rel_diff` is the largest gap relative to the scale
+    of the predictions (their standard deviation, or 1 when they are constant).
+    """
     X = to_model_frame(frame, schema)
-    expected = pipeline.predict_proba(X)
-    expected_labels = np.asarray(pipeline.predict(X)).astype(str)
     records = frame_records(frame, schema)
-    labels, proba = model.predict(records)
+    served, served_proba = model.predict(records)
     served_matrix = model.matrix(records)
     sk_matrix = np.asarray(pipeline[:-1].transform(X), dtype=np.float32)
-    return {
+    figures: dict[str, Any] = {
         "rows": len(frame),
-        "label_mismatches": int((np.asarray(labels) != expected_labels).sum()),
-        "max_abs_proba_diff": float(np.abs(proba - expected).max()) if len(frame) else 0.0,
         "preprocessing_identical": bool(np.array_equal(served_matrix, sk_matrix)),
     }
+    if model.is_classifier:
+        expected = pipeline.predict_proba(X)
+        expected_labels = np.asarray(pipeline.predict(X)).astype(str)
+        figures["label_mismatches"] = int((np.asarray(served) != expected_labels).sum())
+        figures["max_abs_proba_diff"] = (
+            float(np.abs(served_proba - expected).max()) if len(frame) else 0.0
+        )
+    else:
+        expected = np.asarray(pipeline.predict(X), dtype=np.float64)
+        scale = float(np.std(expected)) or 1.0
+        gap = np.abs(np.asarray(served, dtype=np.float64) - expected)
+        figures["max_abs_diff"] = float(gap.max()) if len(frame) else 0.0
+        figures["max_rel_diff"] = float(gap.max() / scale) if len(frame) else 0.0
+    return figures
 
 
 def parity_problems(figures: dict[str, dict[str, Any]], tolerance: float) -> list[str]:
     problems = []
     for name, f in figures.items():
-        if f["label_mismatches"]:
+        if f.get("label_mismatches"):
             problems.append(f"{name}: {f['label_mismatches']} of {f['rows']} labels differ")
-        if f["max_abs_proba_diff"] > tolerance:
+        if f.get("max_abs_proba_diff", 0.0) > tolerance:
             problems.append(
                 f"{name}: probabilities differ by up to {f['max_abs_proba_diff']:.3g} "
                 f"(tolerance {tolerance:g})"
+            )
+        if f.get("max_rel_diff", 0.0) > tolerance:
+            problems.append(
+                f"{name}: predictions differ by up to {f['max_rel_diff']:.3g} of their "
+                f"standard deviation (tolerance {tolerance:g})"
             )
         if not f["preprocessing_identical"]:
             problems.append(f"{name}: the numpy preprocessing differs from scikit-learn's")
@@ -252,18 +284,19 @@ def build_manifest(
 
     estimator = bundle["pipeline"][-1]
     meta = bundle["metadata"]
-    return {
+    task = schema_task(bundle["schema"])
+    manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "task": task.name,
         "onnx": {
             "file": ONNX_FILE,
             "sha256": sha256_bytes(onnx_bytes),
             "input": ONNX_INPUT,
             "input_dtype": "float32",
-            "probabilities": ONNX_PROBABILITIES,
+            "output": ONNX_PROBABILITIES if task.is_classifier else ONNX_VALUES,
             "opset": TARGET_OPSET,
         },
-        "classes": [str(c) for c in estimator.classes_],
         "schema": bundle["schema"],
         "preprocessing": spec,
         "model": {
@@ -285,6 +318,9 @@ def build_manifest(
             },
         },
     }
+    if task.is_classifier:
+        manifest["classes"] = [str(c) for c in estimator.classes_]
+    return manifest
 
 
 def export(
@@ -300,7 +336,8 @@ def export(
     """
     pipeline, schema = bundle["pipeline"], bundle["schema"]
     spec = preprocessing_spec(pipeline[0], schema)
-    onnx_bytes = convert_estimator(pipeline[-1], spec["width"])
+    is_classifier = schema_task(schema).is_classifier
+    onnx_bytes = convert_estimator(pipeline[-1], spec["width"], is_classifier)
     manifest = build_manifest(bundle, onnx_bytes, spec, model_sha256)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -340,8 +377,12 @@ def export_metrics(figures: dict[str, dict[str, Any]], tolerance: float) -> dict
     out: dict[str, Any] = {"parity_tolerance": tolerance}
     for name, f in figures.items():
         out[f"{name}_rows"] = f["rows"]
-        out[f"{name}_label_mismatches"] = f["label_mismatches"]
-        out[f"{name}_max_abs_proba_diff"] = float(f"{f['max_abs_proba_diff']:.3g}")
+        for key in ("label_mismatches",):
+            if key in f:
+                out[f"{name}_{key}"] = f[key]
+        for key in ("max_abs_proba_diff", "max_rel_diff"):
+            if key in f:
+                out[f"{name}_{key}"] = float(f"{f[key]:.3g}")
     return out
 
 
@@ -351,11 +392,12 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     settings = params.get("export") or {}
-    tolerance = float(settings.get("max_abs_proba_diff", 1e-5))
     try:
         bundle = load_model(config.MODEL_FILE)
     except ModelLoadError as exc:
         raise PipelineError(str(exc)) from exc
+    key = "max_abs_proba_diff" if schema_task(bundle["schema"]).is_classifier else "max_rel_diff"
+    tolerance = float(settings.get(key, 1e-5))
     frames = {
         "train": pd.read_csv(config.TRAIN_DATA),
         "test": pd.read_csv(config.TEST_DATA),

@@ -3,10 +3,12 @@
     python -m src.models.predict_model --input data/processed/test.csv \
         --model models/model.joblib --out reports/predictions.csv
 
-The output has one row per input row: `prediction` and one `proba_<class>` column per
-class. Input columns are checked against the feature schema stored with the model: a
-missing or mistyped column is rejected with a message naming it; extra columns (such as
-the target) are ignored. The output file is written atomically.
+The output has one row per input row: `prediction`, and for classification one
+`proba_<class>` column per class. Input columns are checked against the feature schema
+stored with the model: a missing or mistyped column is rejected with a message naming it;
+extra columns (such as the target) are ignored; categories unseen in training follow
+`features.unknown_categories` (ignore: scored and warned about; reject: refused, named).
+The output file is written atomically.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pandas as pd
 from src import config
 from src.data.make_dataset import read_table
 from src.features.schema import SchemaError, validate_frame
-from src.models.artifact import ModelLoadError, load_model, predict_proba_frame
+from src.models.artifact import ModelLoadError, load_model, model_outputs
+from src.tasks import schema_task
 from src.utils import PipelineError, atomic_write, run_cli
 
 log = logging.getLogger(__name__)
@@ -37,13 +40,12 @@ def predict_file(input_path: Path, model_path: Path, out_path: Path) -> pd.DataF
         frame = validate_frame(df, bundle["schema"])
     except SchemaError as exc:
         raise PipelineError(f"{input_path}: {exc}") from exc
-    proba = predict_proba_frame(bundle, frame)
-    out = pd.DataFrame(
-        {"prediction": proba.columns.to_numpy()[proba.to_numpy().argmax(axis=1)]},
-        index=frame.index,
-    )
-    for cls in proba.columns:
-        out[f"proba_{cls}"] = proba[cls].round(6)
+    task = schema_task(bundle["schema"])
+    outputs = model_outputs(bundle, frame)
+    out = pd.DataFrame({"prediction": task.predictions(outputs)}, index=frame.index)
+    if task.is_classifier:
+        for cls in outputs.columns:
+            out[f"proba_{cls}"] = outputs[cls].round(6)
     atomic_write(out_path, lambda p: out.to_csv(p, index=False))
     log.info("wrote %d predictions to %s", len(out), out_path)
     return out

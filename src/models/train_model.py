@@ -21,36 +21,41 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.base import clone
-from sklearn.metrics import accuracy_score
-from sklearn.model_selection import StratifiedKFold, cross_validate
+from sklearn.model_selection import cross_validate
 from sklearn.pipeline import Pipeline
 
 from src import config
 from src.features.schema import to_model_frame
 from src.models.artifact import make_bundle, save_model
 from src.models.factory import make_estimator
+from src.tasks import schema_task
 from src.utils import PipelineError, git_commit, load_params, run_cli, sha256_file
 
 log = logging.getLogger(__name__)
 
-CV_SCORING = ("accuracy", "balanced_accuracy", "f1_macro")
-
 
 def cross_validate_model(
-    preprocessor: Any, estimator: Any, X: pd.DataFrame, y: pd.Series, folds: int, seed: int
+    task: Any,
+    preprocessor: Any,
+    estimator: Any,
+    X: pd.DataFrame,
+    y: pd.Series,
+    folds: int,
+    seed: int,
 ) -> dict[str, float]:
-    """Stratified K-fold CV of (unfitted preprocessor + estimator) on the training set."""
+    """K-fold CV (stratified for classification) of preprocessor + estimator on the
+    training set: `cv_<metric>_mean` and `cv_<metric>_std` for the task's CV metrics."""
     pipeline = Pipeline([("preprocess", clone(preprocessor)), ("model", clone(estimator))])
-    min_class = int(y.value_counts().min())
-    if folds < 2 or folds > min_class:
-        raise PipelineError(
-            f"train.cv_folds={folds} must be between 2 and the smallest class size ({min_class})"
-        )
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_validate(pipeline, X, y, cv=cv, scoring=list(CV_SCORING), n_jobs=1)
+    try:
+        cv = task.cv_splitter(folds, seed, y)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
+    scoring = task.cv_scoring
+    scores = cross_validate(pipeline, X, y, cv=cv, scoring=dict(scoring), n_jobs=1)
+    signs = getattr(task, "cv_sign", {})
     out: dict[str, float] = {}
-    for name in CV_SCORING:
-        values = scores[f"test_{name}"]
+    for name in scoring:
+        values = signs.get(name, 1.0) * scores[f"test_{name}"]
         out[f"cv_{name}_mean"] = round(float(np.mean(values)), 6)
         out[f"cv_{name}_std"] = round(float(np.std(values)), 6)
     return out
@@ -61,16 +66,17 @@ def train(
 ) -> tuple[Pipeline, dict[str, float]]:
     """Fit the estimator on the transformed matrix; return (full pipeline, training metrics)."""
     schema, preprocessor = features["schema"], features["preprocessor"]
+    task = schema_task(schema)
     seed = int(params["base"]["random_state"])
-    estimator = make_estimator(params["train"], seed)
+    estimator = make_estimator(params["train"], seed, task)
     X = to_model_frame(train_df, schema)
-    y = train_df[schema["target"]].astype(str)
+    y = task.encode_target(train_df[schema["target"]])
     metrics = cross_validate_model(
-        preprocessor, estimator, X, y, int(params["train"]["cv_folds"]), seed
+        task, preprocessor, estimator, X, y, int(params["train"]["cv_folds"]), seed
     )
     estimator.fit(matrix.to_numpy(), y.to_numpy())
     pipeline = Pipeline([("preprocess", preprocessor), ("model", estimator)])
-    metrics["train_accuracy"] = round(float(accuracy_score(y, pipeline.predict(X))), 6)
+    metrics.update(task.train_metrics(y, pipeline, X))
     return pipeline, metrics
 
 
@@ -79,7 +85,8 @@ def build_metadata(
 ) -> dict[str, Any]:
     return {
         "model_type": params["train"]["model_type"],
-        "classes": schema["classes"],
+        "task": schema.get("task"),
+        "classes": schema.get("classes", []),
         "training_metrics": metrics,
         "train_data_sha256": sha256_file(config.TRAIN_DATA),
         "params": {k: params[k] for k in ("base", "data", "split", "features", "train")},
@@ -129,6 +136,7 @@ def main() -> None:
             tags={
                 "git_commit": metadata["git_commit"] or "unknown",
                 "model_type": metadata["model_type"],
+                "task": str(metadata["task"]),
                 "train_data_sha256": metadata["train_data_sha256"],
             },
             artifacts=[config.PARAMS_FILE, config.ROOT / "dvc.lock"],

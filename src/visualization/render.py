@@ -67,12 +67,39 @@ def curves_png(frame: pd.DataFrame, x: str, y: str, title: str, path: Path) -> N
     _save(fig, path)
 
 
-def importance_png(importance: pd.DataFrame, path: Path) -> None:
+def importance_png(
+    importance: pd.DataFrame, path: Path, label: str = "mean score drop when shuffled"
+) -> None:
     data = importance.sort_values("importance")
     fig, ax = plt.subplots(figsize=(5, 0.4 * len(data) + 1.2))
-    ax.barh(data["feature"], data["importance"], xerr=data["std"], color="tab:blue")
-    ax.set_xlabel("mean accuracy drop when shuffled")
+    ax.barh(data["feature"].astype(str), data["importance"], xerr=data["std"], color="tab:blue")
+    ax.set_xlabel(label)
     ax.set_title("Permutation feature importance")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def predicted_vs_actual_png(predictions: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    actual, predicted = predictions["actual"], predictions["predicted"]
+    ax.scatter(actual, predicted, s=12, alpha=0.7, color="tab:blue")
+    low = float(min(actual.min(), predicted.min()))
+    high = float(max(actual.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.set_title("Predicted vs actual (test set)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def residuals_png(predictions: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.scatter(predictions["predicted"], predictions["residual"], s=12, alpha=0.7)
+    ax.axhline(0, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("residual (actual - predicted)")
+    ax.set_title("Residuals (test set)")
     fig.tight_layout()
     _save(fig, path)
 
@@ -80,39 +107,65 @@ def importance_png(importance: pd.DataFrame, path: Path) -> None:
 def load_plot_data(plots_dir: Path) -> dict[str, pd.DataFrame]:
     """Read the plot data the evaluate stage wrote (any revision's committed plots/ folder).
 
-    Curves come back as one long frame with a `class` column (from the per-class files).
+    Returns whichever plots the task wrote: `confusion_matrix`, `roc`, `precision_recall`
+    (classification; curves as one long frame with a `class` column, from the per-class
+    files), `predictions` (regression), `feature_importance` (both).
     """
-    frames = {
-        name: pd.read_csv(plots_dir / f"{name}.csv", keep_default_na=False, na_values=[""])
-        for name in ("confusion_matrix", "feature_importance")
-    }
-    frames["confusion_matrix"] = frames["confusion_matrix"].astype(str)
+    frames: dict[str, pd.DataFrame] = {}
+    for name in ("confusion_matrix", "feature_importance", "predictions"):
+        path = plots_dir / f"{name}.csv"
+        if path.is_file():
+            frames[name] = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if "confusion_matrix" in frames:
+        frames["confusion_matrix"] = frames["confusion_matrix"].astype(str)
     for name in ("roc", "precision_recall"):
         parts = [
             pd.read_csv(path).assign(**{"class": path.stem})
             for path in sorted((plots_dir / name).glob("*.csv"))
         ]
-        frames[name] = pd.concat(parts, ignore_index=True)
+        if parts:
+            frames[name] = pd.concat(parts, ignore_index=True)
     return frames
 
 
-def render_all(frames: dict[str, pd.DataFrame], classes: list[str], out_dir: Path) -> list[Path]:
-    """Render every plot from its data (as load_plot_data returns it); return the PNG paths."""
+def render_all(
+    frames: dict[str, pd.DataFrame],
+    classes: list[str],
+    out_dir: Path,
+    importance_label: str | None = None,
+) -> list[Path]:
+    """Render every plot present in `frames` (as load_plot_data returns them); return the
+    PNG paths. `classes` orders the confusion matrix (empty for regression)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "confusion_matrix": out_dir / "confusion_matrix.png",
-        "roc": out_dir / "roc.png",
-        "precision_recall": out_dir / "precision_recall.png",
-        "feature_importance": out_dir / "feature_importance.png",
-    }
-    confusion_matrix_png(frames["confusion_matrix"], classes, paths["confusion_matrix"])
-    curves_png(frames["roc"], "fpr", "tpr", "ROC, one-vs-rest", paths["roc"])
-    curves_png(
-        frames["precision_recall"],
-        "recall",
-        "precision",
-        "Precision-recall",
-        paths["precision_recall"],
-    )
-    importance_png(frames["feature_importance"], paths["feature_importance"])
-    return list(paths.values())
+    paths: list[Path] = []
+
+    def target(name: str) -> Path:
+        paths.append(out_dir / f"{name}.png")
+        return paths[-1]
+
+    if "confusion_matrix" in frames:
+        confusion = frames["confusion_matrix"]
+        order = classes or sorted(set(confusion["actual"]) | set(confusion["predicted"]))
+        confusion_matrix_png(confusion, order, target("confusion_matrix"))
+    if "roc" in frames:
+        curves_png(frames["roc"], "fpr", "tpr", "ROC, one-vs-rest", target("roc"))
+    if "precision_recall" in frames:
+        curves_png(
+            frames["precision_recall"],
+            "recall",
+            "precision",
+            "Precision-recall",
+            target("precision_recall"),
+        )
+    if "predictions" in frames:
+        predicted_vs_actual_png(frames["predictions"], target("predicted_vs_actual"))
+        residuals_png(frames["predictions"], target("residuals"))
+    if "feature_importance" in frames:
+        if importance_label is None:
+            importance_label = (
+                "mean R² drop when shuffled"
+                if "predictions" in frames
+                else "mean accuracy drop when shuffled"
+            )
+        importance_png(frames["feature_importance"], target("feature_importance"), importance_label)
+    return paths

@@ -1,16 +1,14 @@
 """The served model: `model.onnx` + `model.json` written by the pipeline's `export` stage.
 
 Only numpy and onnxruntime are needed here (no scikit-learn, scipy or pandas), so the
-serving image stays small. `model.json` carries the feature schema, the preprocessing
-parameters learned in training (imputer fill values, one-hot columns) and the model's
-identity; `model.onnx` is the fitted estimator, verified against scikit-learn by the
-export stage before it was written.
+serving image stays small. `model.json` carries the task, the feature schema, the
+preprocessing parameters learned in training (imputer fill values, one-hot columns) and
+the model's identity; `model.onnx` is the fitted estimator, verified against scikit-learn
+by the export stage before it was written.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,54 +16,33 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = "mloperation.serving"
-FORMAT_VERSION = 1
-MANIFEST_FILE = "model.json"
-ONNX_FILE = "model.onnx"
-# Served probabilities are rounded to this many decimals (ONNX Runtime computes in float32;
-# the export stage checks the rounded values against scikit-learn's float64 ones).
+from src.serving.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    ModelLoadError,
+    read_model_dir,
+    sha256_bytes,
+)
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "ONNX_FILE",
+    "ConstantModel",
+    "ModelLoadError",
+    "ServingModel",
+    "sha256_bytes",
+]
+
+# Served probabilities are rounded to this many decimals, regression values to this many
+# significant digits (ONNX Runtime computes in float32; the export stage checks the
+# rounded values against scikit-learn's float64 ones).
 PROBA_DECIMALS = 7
+VALUE_DIGITS = 7
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-class ModelLoadError(RuntimeError):
-    """The serving model is missing, truncated, corrupt or not an MLOperation export."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read(path: Path, what: str) -> bytes:
-    if not path.is_file():
-        raise ModelLoadError(
-            f"{what} not found: {path} (run `make repro` or `dvc repro export` to write it)"
-        )
-    data = path.read_bytes()
-    if not data:
-        raise ModelLoadError(f"{what} is empty: {path}")
-    return data
-
-
-def _parse_manifest(path: Path, raw: bytes) -> dict[str, Any]:
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ModelLoadError(f"model manifest is truncated or not JSON: {path} ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelLoadError(
-            f'not an MLOperation serving manifest: {path} (expected "format": "{FORMAT}", '
-            "as written by `python -m src.models.export_model`)"
-        )
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ModelLoadError(
-            f"serving manifest version {manifest.get('format_version')!r} in {path} is not "
-            f"supported (this server reads version {FORMAT_VERSION}); re-run the export stage"
-        )
-    missing = [k for k in ("onnx", "classes", "schema", "preprocessing") if k not in manifest]
-    if missing:
-        raise ModelLoadError(f"serving manifest {path} lacks {', '.join(missing)}")
-    return manifest
 
 
 def make_session(onnx_bytes: bytes) -> Any:
@@ -91,7 +68,9 @@ class ServingModel:
         self.manifest = manifest
         self.source = source
         self.schema: dict[str, Any] = manifest["schema"]
-        self.classes: list[str] = [str(c) for c in manifest["classes"]]
+        self.task: str = manifest["task"]
+        self.is_classifier = self.task != "regression"
+        self.classes: list[str] = [str(c) for c in manifest.get("classes") or []]
         self._class_array = np.asarray(self.classes, dtype=object)
         self._onnx_bytes = onnx_bytes
         spec = manifest["preprocessing"]
@@ -102,7 +81,7 @@ class ServingModel:
             for f in spec["categorical"]
         ]
         self._input_name = manifest["onnx"]["input"]
-        self._output_name = manifest["onnx"]["probabilities"]
+        self._output_name = manifest["onnx"]["output"]
         self._session: Any = None
         self._session_pid = -1
 
@@ -117,25 +96,7 @@ class ServingModel:
         not survive fork, and forked children then hang or abort at exit), so each worker
         calls open_session() after the fork.
         """
-        model_dir = Path(model_dir)
-        if model_dir.is_file():  # MODEL_PATH may name model.json itself
-            model_dir = model_dir.parent
-        if not model_dir.is_dir():
-            raise ModelLoadError(
-                f"model directory not found: {model_dir} (run `make repro`, or set MODEL_DIR)"
-            )
-        manifest_path = model_dir / MANIFEST_FILE
-        manifest = _parse_manifest(manifest_path, _read(manifest_path, "model manifest"))
-        onnx_path = model_dir / manifest["onnx"].get("file", ONNX_FILE)
-        onnx_bytes = _read(onnx_path, "ONNX model")
-        expected = manifest["onnx"].get("sha256")
-        found = sha256_bytes(onnx_bytes)
-        if expected != found:
-            raise ModelLoadError(
-                f"ONNX model {onnx_path} does not match its manifest {manifest_path}: "
-                f"sha256 {found[:12]}… expected {str(expected)[:12]}… (the file is truncated, "
-                "corrupt or from another export)"
-            )
+        model_dir, manifest, onnx_bytes = read_model_dir(model_dir)
         try:
             model = cls(manifest, onnx_bytes, source=model_dir)
         except ModelLoadError:
@@ -177,18 +138,19 @@ class ServingModel:
     def self_check(self) -> None:
         """Score one record built from the schema: fails at start-up, not at request time."""
         try:
-            proba = self.predict_proba(self.matrix([self.example_record()]))
+            out = self.raw_outputs(self.matrix([self.example_record()]))
         except Exception as exc:
             self._session = None
             raise ModelLoadError(
                 f"model in {self.source} failed its start-up prediction: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        if proba.shape != (1, len(self.classes)) or not np.isfinite(proba).all():
+        expected = (1, len(self.classes)) if self.is_classifier else (1,)
+        if out.shape != expected or not np.isfinite(out).all():
             self._session = None
+            what = f"{len(self.classes)} classes" if self.is_classifier else "regression"
             raise ModelLoadError(
-                f"model in {self.source} returned probabilities of shape {proba.shape} for "
-                f"{len(self.classes)} classes"
+                f"model in {self.source} returned outputs of shape {out.shape} for {what}"
             )
 
     # -- inference -----------------------------------------------------------------------
@@ -216,17 +178,25 @@ class ServingModel:
                     X[i, column] = 1.0
         return X
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def raw_outputs(self, X: np.ndarray) -> np.ndarray:
+        """The ONNX model's output for matrix X: (n, classes) probabilities for
+        classification, (n,) values for regression (float32)."""
         if self._session_pid != os.getpid() or self._session is None:
             self.open_session()  # first use in this process (never share across fork)
-        (proba,) = self._session.run([self._output_name], {self._input_name: X})
-        return proba
+        (out,) = self._session.run([self._output_name], {self._input_name: X})
+        return out if self.is_classifier else out.reshape(-1)
 
-    def predict(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray]:
-        """(labels, probabilities rounded to PROBA_DECIMALS as float64) for checked records."""
-        proba = np.round(
-            self.predict_proba(self.matrix(records)).astype(np.float64), PROBA_DECIMALS
-        )
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.raw_outputs(X)
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[Any], np.ndarray | None]:
+        """For checked records: (labels, probabilities rounded to PROBA_DECIMALS as float64)
+        for classification; (values rounded to VALUE_DIGITS significant digits, None) for
+        regression."""
+        out = self.raw_outputs(self.matrix(records)).astype(np.float64)
+        if not self.is_classifier:
+            return [float(f"{v:.{VALUE_DIGITS}g}") for v in out.tolist()], None
+        proba = np.round(out, PROBA_DECIMALS)
         labels = self._class_array[proba.argmax(axis=1)].tolist()
         return labels, proba
 
@@ -240,9 +210,11 @@ class ConstantModel(ServingModel):
 
     def __init__(self, real: ServingModel):
         self.__dict__.update(real.__dict__)
-        self._answer = np.zeros((1, len(self.classes)))
+        self._answer = np.zeros((1, max(len(self.classes), 1)))
         self._answer[0, 0] = 1.0
 
-    def predict(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray]:
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[Any], np.ndarray | None]:
+        if not self.is_classifier:
+            return [0.0] * len(records), None
         proba = np.repeat(self._answer, len(records), axis=0)
         return [self.classes[0]] * len(records), proba
