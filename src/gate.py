@@ -8,7 +8,13 @@ pipeline stage: changing it reruns nothing.
 
 The bounds come from the base revision's params.yaml when it has a `gate:` section, so a
 PR cannot loosen the gate it is judged by; a PR that changes the gate sees the change
-applied once it is merged (the report says so).
+applied once it is merged (the report says so). `gate:` holds one block per task family
+(`classification:`, `regression:`), and the PR's family picks the block; the older flat
+form (`min`/`max`/`max_drop` directly under `gate:`) applies to any task.
+
+A PR that changes the data (`data_change`: source, target, schema, task, or the md5 of
+the prepare stage's data in dvc.lock) is not judged against other data: its `max_drop`
+checks are skipped, `min`/`max` still apply.
 """
 
 from __future__ import annotations
@@ -19,20 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from src.config import ROOT
-from src.revision import read_metrics, read_params, resolve
+from src.revision import read_lock, read_metrics, read_params, resolve
+from src.tasks import FAMILIES, TaskError, metric_direction, task_family
 from src.utils import PipelineError, run_cli
 
 RULES = ("min", "max", "max_drop")
+ANY_TASK = "any"  # the block key of the flat (legacy) gate: applies to every task family
 TOLERANCE = 1e-9  # metrics are rounded to 6 decimals: equal means equal
+DATA_KEYS = ("source", "target", "schema", "task")  # what the data is; `task` absent = auto
+MAX_NAMES = 4  # columns named per kind of schema change before "and N more"
 
 
 def direction(metric: str) -> int:
-    """+1 when higher is better, -1 when lower is better, 0 for counts (no better/worse)."""
-    if metric.startswith("n_"):
-        return 0
-    if metric.endswith("loss") or metric.endswith("_std"):
-        return -1
-    return 1
+    """+1 when higher is better, -1 when lower is better, 0 for no direction (the task's)."""
+    return metric_direction(metric)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,11 @@ class Check:
 class GateResult:
     checks: list[Check] = field(default_factory=list)
     source: str = "params.yaml"  # where the bounds came from
+    block: str = "gate"  # the section applied: gate (any task), gate.classification, ...
+    family: str | None = None  # the PR's task family, when params tell it
+    data_change: str | None = None  # why the PR's data differs from the base's, if it does
+    changed: bool = False  # the PR changes `gate:` (applies once merged)
+    note: str | None = None  # why no bounds apply, when a family has no block
 
     @property
     def passed(self) -> bool:
@@ -63,34 +74,199 @@ class GateResult:
 
     def summary(self) -> str:
         if not self.checks:
-            return "no gate configured (add a `gate:` section to params.yaml)"
+            return self.note or "no gate configured (add a `gate:` section to params.yaml)"
         if self.passed:
             ran = sum(not c.skipped for c in self.checks)
             return f"passed ({ran} of {len(self.checks)} checks ran)"
         return "failed: " + "; ".join(c.detail for c in self.failures)
 
 
-def validate_gate(gate: Any) -> dict[str, dict[str, float]]:
-    """The `gate:` section as {rule: {metric: bound}}; PipelineError on anything else."""
+# --- the gate's params -----------------------------------------------------------------
+
+
+def validate_rules(rules: Any, key: str = "gate") -> dict[str, dict[str, float]]:
+    """One block (`gate:` flat, or `gate.<family>:`) as {rule: {metric: bound}}."""
+    if rules is None:
+        return {}
+    if not isinstance(rules, dict):
+        raise PipelineError(f"{key} must map min/max/max_drop to {{metric: bound}}")
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise PipelineError(f"unknown gate rule(s) {unknown} in {key}: use {list(RULES)}")
+    clean: dict[str, dict[str, float]] = {}
+    for rule in RULES:
+        bounds = rules.get(rule) or {}
+        if not isinstance(bounds, dict):
+            raise PipelineError(f"{key}.{rule} must map metric names to numbers")
+        for metric, bound in bounds.items():
+            name = f"{key}.{rule}.{metric}"
+            if isinstance(bound, bool) or not isinstance(bound, int | float):
+                raise PipelineError(f"{name} must be a number, got {bound!r}")
+            if rule == "max_drop" and bound < 0:
+                raise PipelineError(f"{name} must be >= 0, got {bound}")
+            if rule == "max_drop" and not metric_direction(str(metric)):
+                raise PipelineError(
+                    f"{name}: {metric} has no better/worse direction "
+                    "(src.tasks.metric_direction), so it cannot drop; bound it with min/max"
+                )
+        clean[rule] = {str(k): float(v) for k, v in sorted(bounds.items())}
+    return clean
+
+
+def validate_gate(gate: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """The `gate:` section as {block: {rule: {metric: bound}}}; PipelineError on anything else.
+
+    A block is a task family (`classification`, `regression`), or `ANY_TASK` for the flat
+    form with the rules directly under `gate:`.
+    """
     if gate is None:
         return {}
     if not isinstance(gate, dict):
-        raise PipelineError("params.yaml `gate:` must map min/max/max_drop to {metric: bound}")
-    unknown = sorted(set(gate) - set(RULES))
+        raise PipelineError(
+            "params.yaml `gate:` must map task families (classification, regression) "
+            "to min/max/max_drop"
+        )
+    rules, families = set(gate) & set(RULES), set(gate) & set(FAMILIES)
+    unknown = sorted(set(gate) - set(RULES) - set(FAMILIES))
     if unknown:
-        raise PipelineError(f"unknown gate rule(s) {unknown}: use {list(RULES)}")
-    clean: dict[str, dict[str, float]] = {}
-    for rule in RULES:
-        bounds = gate.get(rule) or {}
-        if not isinstance(bounds, dict):
-            raise PipelineError(f"gate.{rule} must map metric names to numbers")
-        for metric, bound in bounds.items():
-            if isinstance(bound, bool) or not isinstance(bound, int | float):
-                raise PipelineError(f"gate.{rule}.{metric} must be a number, got {bound!r}")
-            if rule == "max_drop" and bound < 0:
-                raise PipelineError(f"gate.max_drop.{metric} must be >= 0, got {bound}")
-        clean[rule] = {str(k): float(v) for k, v in sorted(bounds.items())}
-    return clean
+        raise PipelineError(
+            f"unknown gate rule(s) {unknown}: use blocks {list(FAMILIES)} holding {list(RULES)}"
+        )
+    if rules and families:
+        raise PipelineError(
+            f"gate: mixes task blocks {sorted(families)} with rules {sorted(rules)}; "
+            "move the rules into the blocks"
+        )
+    if rules:
+        return {ANY_TASK: validate_rules(gate)}
+    return {f: validate_rules(gate[f], f"gate.{f}") for f in FAMILIES if f in gate}
+
+
+def bounds_for(
+    gate: dict[str, dict[str, dict[str, float]]], family: str | None
+) -> tuple[dict[str, dict[str, float]], str, str | None]:
+    """The rules of a validated gate for a task family: (rules, their key, why none apply)."""
+    if ANY_TASK in gate:
+        return gate[ANY_TASK], "gate", None
+    if not gate:
+        return {}, "gate", None
+    if family is None:
+        raise PipelineError("the gate has per-task blocks but the PR's task is unknown")
+    if family in gate:
+        return gate[family], f"gate.{family}", None
+    return {}, f"gate.{family}", f"no bounds for {family} (no `gate.{family}:` block)"
+
+
+def choose_bounds(
+    base_params: dict[str, Any] | None, pr_params: dict[str, Any] | None, base_label: str
+) -> tuple[dict[str, dict[str, dict[str, float]]], str, bool]:
+    """The gate to apply: the base's when it has one, else the PR's.
+
+    Returns (validated gate, where it came from, whether the PR changes it).
+    """
+    base_gate = (base_params or {}).get("gate")
+    pr_gate = (pr_params or {}).get("gate")
+    if base_gate:
+        return validate_gate(base_gate), f"params.yaml on {base_label}", base_gate != pr_gate
+    return validate_gate(pr_gate), "params.yaml", False
+
+
+# --- did the data change? --------------------------------------------------------------
+
+
+def _family(data: dict[str, Any]) -> str | None:
+    try:
+        return task_family(data)
+    except TaskError:
+        return None
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMES])
+    return shown + (f" and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else "")
+
+
+def _schema_change(before: Any, after: Any) -> str:
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return "data.schema changed"
+    parts = []
+    added = [str(c) for c in after if c not in before]
+    removed = [str(c) for c in before if c not in after]
+    retyped = [
+        f"{c} {before[c]} → {after[c]}" for c in after if c in before and before[c] != after[c]
+    ]
+    if added:
+        parts.append(f"added {_names(added)}")
+    if removed:
+        parts.append(f"removed {_names(removed)}")
+    if retyped:
+        parts.append(_names(retyped))
+    return "data.schema: " + ", ".join(parts)
+
+
+def _data_deps(lock: dict[str, Any] | None) -> dict[str, str] | None:
+    """{path: hash} of the prepare stage's data deps in a dvc.lock (code deps left out)."""
+    stage = ((lock or {}).get("stages") or {}).get("prepare")
+    if not isinstance(stage, dict):
+        return None
+    deps: dict[str, str] = {}
+    for dep in stage.get("deps") or []:
+        path = str(dep.get("path", ""))
+        if not path or path.startswith("src/") or path.endswith(".py"):
+            continue
+        digest = dep.get("md5") or dep.get("etag") or dep.get("checksum") or ""
+        deps[path] = str(digest).removesuffix(".dir")
+    return deps
+
+
+def data_change(
+    base_params: dict[str, Any] | None,
+    pr_params: dict[str, Any] | None,
+    base_lock: dict[str, Any] | None,
+    pr_lock: dict[str, Any] | None,
+) -> str | None:
+    """One line saying how the PR's data differs from the base's, or None when it is the same.
+
+    Compares data.source, data.target, data.schema, data.task (absent = auto), data.sha256
+    (when both sides pin one), the task family, and the md5 of the prepare stage's data
+    deps in dvc.lock. A side without params.yaml or without a prepare stage in dvc.lock is
+    not compared on that count.
+    """
+    reasons: list[str] = []
+    if base_params is not None and pr_params is not None:
+        before, after = base_params.get("data") or {}, pr_params.get("data") or {}
+        was, now = _family(before), _family(after)
+        if was and now and was != now:
+            reasons.append(f"task {was} → {now}")
+        for key in DATA_KEYS:
+            old, new = before.get(key), after.get(key)
+            if key == "task":
+                old, new = old or "auto", new or "auto"
+            if old == new:
+                continue
+            if key == "schema":
+                reasons.append(_schema_change(old, new))
+            else:
+                reasons.append(f"data.{key}: {old} → {new}")
+        old, new = before.get("sha256"), after.get("sha256")
+        if old and new and old != new:
+            reasons.append(f"data.sha256: {str(old)[:12]} → {str(new)[:12]}")
+    old_deps, new_deps = _data_deps(base_lock), _data_deps(pr_lock)
+    if old_deps is not None and new_deps is not None:
+        for path in sorted(set(old_deps) | set(new_deps)):
+            old, new = old_deps.get(path), new_deps.get(path)
+            if old == new:
+                continue
+            if old is None:
+                reasons.append(f"{path}: new data dependency in dvc.lock")
+            elif new is None:
+                reasons.append(f"{path}: no longer a data dependency in dvc.lock")
+            else:
+                reasons.append(f"{path}: md5 {old[:8]} → {new[:8]} in dvc.lock")
+    return "; ".join(reasons) or None
+
+
+# --- the checks ------------------------------------------------------------------------
 
 
 def _fmt(x: float) -> str:
@@ -98,18 +274,31 @@ def _fmt(x: float) -> str:
 
 
 def evaluate_gate(
-    gate: dict[str, dict[str, float]],
+    rules: dict[str, dict[str, float]],
     pr: dict[str, Any],
     base: dict[str, Any] | None,
     base_label: str = "base",
+    changed_data: str | None = None,
+    key: str = "gate",
 ) -> list[Check]:
-    """Apply every rule of a validated gate; a metric missing from the PR fails its checks."""
+    """Apply every rule of a validated block (`key`) to the PR's metrics.
+
+    A metric missing from the PR fails its checks. With `changed_data` (a `data_change`
+    reason) every max_drop check is skipped: the base's metrics are of other data.
+    """
     checks: list[Check] = []
     for rule in RULES:
-        for metric, bound in gate.get(rule, {}).items():
+        for metric, bound in rules.get(rule, {}).items():
             value = pr.get(metric)
-            if not isinstance(value, int | float):
-                detail = f"{metric} is missing from the metrics (gate.{rule}: {_fmt(bound)})"
+            if rule == "max_drop" and changed_data:
+                detail = f"{metric}: skipped: the data changed ({changed_data})"
+                checks.append(Check(metric, rule, bound, None, True, True, detail))
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                detail = (
+                    f"{metric} is missing from the PR's metrics "
+                    f"({key}.{rule}.{metric}: {_fmt(bound)})"
+                )
                 checks.append(Check(metric, rule, bound, None, False, False, detail))
                 continue
             if rule == "min":
@@ -124,12 +313,11 @@ def evaluate_gate(
                 checks.append(Check(metric, rule, bound, value, ok, False, detail))
             else:
                 before = (base or {}).get(metric)
-                if not isinstance(before, int | float):
+                if isinstance(before, bool) or not isinstance(before, int | float):
                     detail = f"{metric}: no value on {base_label} to compare with (skipped)"
                     checks.append(Check(metric, rule, bound, None, True, True, detail))
                     continue
-                sign = direction(metric) or 1
-                drop = round((before - value) * sign, 9)
+                drop = round((before - value) * direction(metric), 9)
                 ok = drop <= bound + TOLERANCE
                 change = "is no worse than" if drop <= 0 else f"is {_fmt(drop)} worse than"
                 verdict = "" if drop <= 0 else ("within the " if ok else "more than the ")
@@ -141,18 +329,30 @@ def evaluate_gate(
     return checks
 
 
-def choose_bounds(
-    base_params: dict[str, Any] | None, pr_params: dict[str, Any] | None, base_label: str
-) -> tuple[dict[str, dict[str, float]], str, bool]:
-    """The gate to apply: the base's when it has one, else the PR's.
-
-    Returns (validated gate, where it came from, whether the PR changes it).
-    """
-    base_gate = (base_params or {}).get("gate")
-    pr_gate = (pr_params or {}).get("gate")
-    if base_gate:
-        return validate_gate(base_gate), f"params.yaml on {base_label}", base_gate != pr_gate
-    return validate_gate(pr_gate), "params.yaml", False
+def judge(
+    base_params: dict[str, Any] | None,
+    pr_params: dict[str, Any] | None,
+    base_metrics: dict[str, Any] | None,
+    pr_metrics: dict[str, Any],
+    base_lock: dict[str, Any] | None,
+    pr_lock: dict[str, Any] | None,
+    base_label: str,
+) -> GateResult:
+    """The whole gate: pick the bounds for the PR's task, see whether the data changed, check."""
+    gate, source, changed = choose_bounds(base_params, pr_params, base_label)
+    pr_data = (pr_params or {}).get("data") or {}
+    try:
+        family: str | None = task_family(pr_data)
+    except TaskError as exc:
+        if gate and ANY_TASK not in gate:  # per-task blocks: the PR's task must be known
+            raise PipelineError(f"cannot choose the gate's block for this PR: {exc}") from exc
+        family = None
+    rules, block, note = bounds_for(gate, family)
+    if note:
+        note = f"{note} in {source}"
+    reason = data_change(base_params, pr_params, base_lock, pr_lock)
+    checks = evaluate_gate(rules, pr_metrics, base_metrics, base_label, reason, block)
+    return GateResult(checks, source, block, family, reason, changed, note)
 
 
 def run_gate(root: Path, base_rev: str) -> GateResult:
@@ -162,9 +362,15 @@ def run_gate(root: Path, base_rev: str) -> GateResult:
     pr_metrics = read_metrics(root, None)
     if pr_metrics is None:
         raise PipelineError("no metrics/scores.json in the working tree: run `dvc repro` first")
-    gate, source, _ = choose_bounds(read_params(root, base_sha), read_params(root, None), label)
-    checks = evaluate_gate(gate, pr_metrics, read_metrics(root, base_sha), label)
-    return GateResult(checks=checks, source=source)
+    return judge(
+        read_params(root, base_sha),
+        read_params(root, None),
+        read_metrics(root, base_sha),
+        pr_metrics,
+        read_lock(root, base_sha),
+        read_lock(root, None),
+        label,
+    )
 
 
 def main() -> None:
@@ -172,15 +378,22 @@ def main() -> None:
     parser.add_argument("--base", default="main", help="git revision to compare with")
     args = parser.parse_args()
     result = run_gate(ROOT, args.base)
+    label = args.base.removeprefix("origin/")
+    if result.data_change:
+        print(
+            f"data changed against {label}: {result.data_change}; "
+            "max_drop checks skipped, min/max still apply"
+        )
     for check in result.checks:
         status = "skip" if check.skipped else ("PASS" if check.passed else "FAIL")
         print(f"{status}  {check.rule:<8} {check.detail}")
     if not result.checks:
         print(f"quality gate: {result.summary()}")
         return
+    where = f"bounds: {result.block} from {result.source}"
     if not result.passed:
-        raise PipelineError(f"quality gate {result.summary()} (bounds from {result.source})")
-    print(f"quality gate {result.summary()} (bounds from {result.source})")
+        raise PipelineError(f"quality gate {result.summary()} ({where})")
+    print(f"quality gate {result.summary()} ({where})")
 
 
 if __name__ == "__main__":

@@ -26,17 +26,19 @@ from typing import Any
 
 from src.ci import PULL_STATUS, REPORT, dvc_executable
 from src.config import ROOT
-from src.gate import GateResult, choose_bounds, direction, evaluate_gate
+from src.gate import GateResult, judge
 from src.revision import (
     METRICS_PATH,
     PLOTS_PATH,
     export_dir,
     flatten,
     git,
+    read_lock,
     read_metrics,
     read_params,
     resolve,
 )
+from src.tasks import metric_direction
 from src.utils import PipelineError, atomic_write, run_cli
 
 MAX_DATA_ROWS = 25
@@ -47,6 +49,13 @@ PLOT_TITLES = {
     "feature_importance": "Feature importance",
 }
 BETTER, WORSE = "✅ better", "❌ worse"
+LEGEND = (
+    f"{BETTER} / {WORSE} by each metric's direction (`src.tasks.metric_direction`): higher "
+    "is better for scores (accuracy, F1, ROC AUC, average precision, R²), lower for losses "
+    "and errors (log loss, RMSE, MAE) and for the spread across CV folds (`cv_*_std`); "
+    "counts (`n_*`), training-set scores (`train_*`) and metrics without a known direction "
+    "get no marker."
+)
 
 
 # --- metrics ---------------------------------------------------------------------------
@@ -81,21 +90,36 @@ def _delta(before: Any, after: Any) -> tuple[str, float]:
     return (f"{change:+.4f}" if abs(change) >= 5e-5 else f"{change:+.6f}"), change
 
 
+def marker(name: str, change: float) -> str:
+    """✅ better / ❌ worse for a change of a metric, by its direction; "" when it has none."""
+    sign = metric_direction(name)
+    if not change or not sign:
+        return ""
+    return BETTER if change * sign > 0 else WORSE
+
+
 def metrics_section(
-    base: Mapping[str, Any] | None, pr: Mapping[str, Any], base_label: str, pr_label: str
+    base: Mapping[str, Any] | None,
+    pr: Mapping[str, Any],
+    base_label: str,
+    pr_label: str,
+    comparable: bool = True,
 ) -> list[str]:
+    """Base beside PR with the change; better/worse markers only when `comparable`."""
     names = sorted(set(pr) | set(base or {}), key=_metric_order)
     if base is None:
         lines = [f"| Metric | {pr_label} |", "|---|---:|"]
         lines += [f"| {name} | {_num(pr.get(name))} |" for name in names]
         return lines
-    lines = [f"| Metric | {base_label} | {pr_label} | Change | |", "|---|---:|---:|---:|:--|"]
+    if comparable:
+        lines = [f"| Metric | {base_label} | {pr_label} | Change | |", "|---|---:|---:|---:|:--|"]
+    else:
+        lines = [f"| Metric | {base_label} | {pr_label} | Change |", "|---|---:|---:|---:|"]
     for name in names:
         text, change = _delta(base.get(name), pr.get(name))
-        marker = ""
-        if change and direction(name):
-            marker = BETTER if change * direction(name) > 0 else WORSE
-        row = [name, _num(base.get(name)), _num(pr.get(name)), text, marker]
+        row = [name, _num(base.get(name)), _num(pr.get(name)), text]
+        if comparable:
+            row.append(marker(name, change))
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -251,8 +275,15 @@ def run_link(env: Mapping[str, str]) -> str | None:
 
 def gate_section(result: GateResult) -> list[str]:
     if not result.checks:
-        return [f"No gate configured: {result.summary()}."]
-    lines = [f"Bounds from {result.source}.", "", "| Check | Result |", "|---|---|"]
+        summary = result.summary()
+        return [f"{summary[0].upper()}{summary[1:]}."]
+    applies = "any task" if result.block == "gate" else f"this PR's task, {result.family}"
+    lines = [
+        f"Bounds from `{result.block}:` in {result.source} (for {applies}).",
+        "",
+        "| Check | Result |",
+        "|---|---|",
+    ]
     for check in result.checks:
         mark = "⏭️ skipped" if check.skipped else ("✅ pass" if check.passed else "❌ FAIL")
         lines.append(f"| {check.detail} | {mark} |")
@@ -297,17 +328,29 @@ def build_report(
         raise PipelineError(f"no {METRICS_PATH} in the working tree: run `dvc repro` first")
     base_metrics = read_metrics(root, base_sha)
     base_params, pr_params = read_params(root, base_sha), read_params(root, None)
-
-    bounds, source, gate_changed = choose_bounds(base_params, pr_params, base_label)
-    gate = GateResult(evaluate_gate(bounds, pr_metrics, base_metrics, base_label), source)
+    gate = judge(
+        base_params,
+        pr_params,
+        base_metrics,
+        pr_metrics,
+        read_lock(root, base_sha),
+        read_lock(root, None),
+        base_label,
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_lines = plots_section(root, base_sha if base_metrics else None, out, base_name)
     short_base = base_sha[:7]
-    lines = [
-        "## Experiment report",
-        "",
-        f"- **Quality gate:** {'✅' if gate.passed else '❌'} {gate.summary()}",
+    lines = ["## Experiment report", ""]
+    if gate.data_change:
+        lines += [
+            f"> **Data changed:** {gate.data_change} — metrics are not comparable with "
+            f"{base_label}, so the gate checks only absolute bounds (min/max), not drops.",
+            "",
+        ]
+    mark = "⚠️" if not gate.checks else ("✅" if gate.passed else "❌")
+    lines += [
+        f"- **Quality gate:** {mark} {gate.summary()}",
         f"- **Compared:** this PR (`{head}`, working tree after `dvc repro`) with "
         f"{base_label} (`{short_base}`)",
     ]
@@ -323,15 +366,20 @@ def build_report(
             "",
         ]
     lines += ["### Metrics", ""]
-    lines += metrics_section(base_metrics, pr_metrics, f"{base_label} `{short_base}`", "PR")
-    if base_metrics is not None:
+    comparable = gate.data_change is None
+    lines += metrics_section(
+        base_metrics, pr_metrics, f"{base_label} `{short_base}`", "PR", comparable
+    )
+    if base_metrics is not None and comparable:
+        lines += ["", LEGEND]
+    elif base_metrics is not None:
         lines += [
             "",
-            f"{BETTER} / {WORSE} by each metric's direction: lower is better for losses and "
-            "`*_std`, higher for the rest; counts (`n_*`) have no direction.",
+            f"Not comparable: the data changed, so the two sides are scores on different "
+            f"data and get no {BETTER} / {WORSE} markers.",
         ]
     lines += ["", "### Quality gate", "", *gate_section(gate)]
-    if gate_changed:
+    if gate.changed:
         lines += [
             "",
             f"This PR changes `gate:` in params.yaml; the bounds of {base_label} apply until "

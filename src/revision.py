@@ -1,4 +1,4 @@
-"""Read the pipeline's committed results at any git revision: metrics, params, plot data.
+"""Read the pipeline's committed results at any git revision: metrics, params, plot data, dvc.lock.
 
 Metrics and plot data are committed (`cache: false` in dvc.yaml), so git alone gives the
 base branch's results: no DVC cache, no `dvc pull` of the base. `rev=None` means the
@@ -20,6 +20,7 @@ from src.utils import PipelineError
 METRICS_PATH = SCORES_FILE.relative_to(ROOT).as_posix()  # metrics/scores.json
 PARAMS_PATH = PARAMS_FILE.relative_to(ROOT).as_posix()  # params.yaml
 PLOTS_PATH = PLOTS_DIR.relative_to(ROOT).as_posix()  # plots
+LOCK_PATH = "dvc.lock"  # what `dvc repro` ran on: the hash of every stage's deps
 
 
 def git(root: Path, *args: str) -> str:
@@ -79,6 +80,18 @@ def read_params(root: Path, rev: str | None, path: str = PARAMS_PATH) -> dict[st
     if text is None:
         return None
     data = yaml.safe_load(text)
+    return data if isinstance(data, dict) else {}
+
+
+def read_lock(root: Path, rev: str | None, path: str = LOCK_PATH) -> dict[str, Any] | None:
+    """dvc.lock at `rev` as a dict, or None when that revision has none (nothing ran yet)."""
+    text = read_text(root, rev, path)
+    if text is None:
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path} at {rev or 'the working tree'} is not YAML: {exc}") from exc
     return data if isinstance(data, dict) else {}
 
 

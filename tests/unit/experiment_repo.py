@@ -1,12 +1,15 @@
 """A small git repository with a `main` commit and a PR commit, for the report and gate tests.
 
-It holds what the report reads: params.yaml, metrics/scores.json and the plot data under
-plots/ (the project's own files, then changed by the PR), plus a copy of `src` so the CLIs
-(`python -m src.report`, `python -m src.gate`) can run inside it. No pipeline runs.
+It holds what the report reads: params.yaml, metrics/scores.json, optionally dvc.lock, and
+the plot data under plots/ (a copy of the project's, with one change in the PR's), plus a
+copy of `src` so the CLIs (`python -m src.report`, `python -m src.gate`) can run inside it.
+Params and metrics are fixtures written here (a made-up `label` dataset), not the
+configured dataset's. No pipeline runs.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -35,11 +38,46 @@ PR_METRICS = {
     "log_loss": 0.12,  # higher: worse
     "n_test": 86,
 }
-GATE = {
+GATE = {  # the flat form: applies to any task
     "min": {"balanced_accuracy": 0.9},
     "max": {"log_loss": 0.35},
     "max_drop": {"balanced_accuracy": 0.03},
 }
+FAMILY_GATE = {
+    "classification": GATE,
+    "regression": {"min": {"r2": 0.3}, "max_drop": {"r2": 0.05}},
+}
+CLASSIFICATION_DATA = {
+    "source": "data/external/labels.csv",
+    "sha256": None,
+    "target": "label",
+    "schema": {"label": "category", "colour": "category", "size": "float", "count": "int"},
+}
+REGRESSION_DATA = {
+    "source": "data/external/prices.csv",
+    "sha256": None,
+    "target": "price",
+    "schema": {"price": "float", "area": "float", "district": "category"},
+}
+
+
+def params(data: dict[str, Any] = CLASSIFICATION_DATA, gate: Any = GATE, **data_changes: Any):
+    """A fixture params.yaml as a dict: `data` (with `data_changes` applied), train, gate."""
+    return {
+        "base": {"random_state": 7},
+        "data": {**copy.deepcopy(data), **data_changes},
+        "train": {"model_type": "random_forest", "n_estimators": 200, "max_depth": 12},
+        "gate": copy.deepcopy(gate),
+    }
+
+
+def dvc_lock(data_md5: str, code_md5: str = "c0de" * 8) -> dict[str, Any]:
+    """A dvc.lock whose prepare stage reads the data folder (`data_md5`) and one code file."""
+    deps = [
+        {"path": "data/external", "hash": "md5", "md5": f"{data_md5}.dir", "nfiles": 1},
+        {"path": "src/data/make_dataset.py", "hash": "md5", "md5": code_md5},
+    ]
+    return {"schema": "2.0", "stages": {"prepare": {"cmd": "prepare", "deps": deps}}}
 
 
 def git(repo: Path, *args: str) -> str:
@@ -57,26 +95,46 @@ def env_for(repo: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def write_results(repo: Path, metrics: dict[str, Any], params: dict[str, Any]) -> None:
-    (repo / "metrics").mkdir(exist_ok=True)
-    (repo / "metrics" / "scores.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+def write_results(
+    repo: Path,
+    metrics: dict[str, Any] | None,
+    params: dict[str, Any],
+    lock: dict[str, Any] | None = None,
+) -> None:
+    if metrics is not None:
+        (repo / "metrics").mkdir(exist_ok=True)
+        (repo / "metrics" / "scores.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if lock is not None:
+        (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
-def make_repo(path: Path, base_has_metrics: bool = True) -> Path:
-    """main: the project's params and plot data (+ metrics); branch `pr`: a worse model."""
+def make_repo(
+    path: Path,
+    base_has_metrics: bool = True,
+    *,
+    base_params: dict[str, Any] | None = None,
+    pr_params: dict[str, Any] | None = None,
+    base_metrics: dict[str, Any] = BASE_METRICS,
+    pr_metrics: dict[str, Any] = PR_METRICS,
+    base_lock: dict[str, Any] | None = None,
+    pr_lock: dict[str, Any] | None = None,
+) -> Path:
+    """main: fixture params and plot data (+ metrics); branch `pr`: a worse model.
+
+    By default the PR changes only `train.*` (same data); pass `pr_params` to change more.
+    """
     path.mkdir(parents=True)
     shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "plots", path / "plots", ignore=shutil.ignore_patterns("images"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["gate"] = GATE
+    base_params = params() if base_params is None else base_params
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.email", "test@example.com")
     git(path, "config", "user.name", "test")
     if base_has_metrics:
-        write_results(path, BASE_METRICS, params)
+        write_results(path, base_metrics, base_params, base_lock)
     else:
-        (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        write_results(path, None, base_params, base_lock)
         shutil.rmtree(path / "plots")
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "main")
@@ -84,12 +142,16 @@ def make_repo(path: Path, base_has_metrics: bool = True) -> Path:
     git(path, "checkout", "-q", "-b", "pr")
     if not (path / "plots").exists():
         shutil.copytree(ROOT / "plots", path / "plots", ignore=shutil.ignore_patterns("images"))
-    params["train"]["n_estimators"] = 50
-    params["train"]["model_type"] = "gradient_boosting"
-    write_results(path, PR_METRICS, params)
+    if pr_params is None:
+        pr_params = copy.deepcopy(base_params)
+        pr_params["train"]["n_estimators"] = 50
+        pr_params["train"]["model_type"] = "gradient_boosting"
+    write_results(path, pr_metrics, pr_params, pr_lock)
     confusion = path / "plots" / "confusion_matrix.csv"
     lines = confusion.read_text().splitlines()
-    lines[1] = "Gentoo,Chinstrap"  # one more mistake in the PR's confusion matrix
+    actual, predicted = lines[1].split(",")
+    other = next(p.split(",")[1] for p in lines[1:] if p.split(",")[1] != predicted)
+    lines[1] = f"{actual},{other}"  # one more mistake in the PR's confusion matrix
     confusion.write_text("\n".join(lines) + "\n")
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "pr: gradient boosting")

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from src.report import (
+    LEGEND,
     build_report,
     data_section,
     export_line,
@@ -19,7 +20,17 @@ from src.report import (
     run_link,
 )
 from src.utils import PipelineError
-from tests.unit.experiment_repo import BASE_METRICS, PR_METRICS, env_for, git, make_repo
+from tests.unit.experiment_repo import (
+    BASE_METRICS,
+    FAMILY_GATE,
+    PR_METRICS,
+    REGRESSION_DATA,
+    dvc_lock,
+    env_for,
+    git,
+    make_repo,
+    params,
+)
 
 CI_ENV = {
     "GITHUB_SERVER_URL": "https://github.com",
@@ -54,6 +65,12 @@ def row(report: str, first_cell: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
+def metrics_table(report: str) -> list[str]:
+    """The lines of the Metrics section."""
+    section = report.split("### Metrics\n", 1)[1]
+    return section.split("\n### ", 1)[0].splitlines()
+
+
 def test_metrics_table_has_base_pr_delta_and_direction_markers(built):
     repo, _, text, gate = built
     base_sha = git(repo, "rev-parse", "--short=7", "main").strip()
@@ -80,6 +97,125 @@ def test_metrics_table_has_base_pr_delta_and_direction_markers(built):
     assert not gate.passed
 
 
+def test_markers_follow_the_tasks_metric_directions(built):
+    text = built[2]
+    assert LEGEND in text
+    assert "higher is better for scores" in LEGEND and "lower for losses and errors" in LEGEND
+    assert "training-set scores (`train_*`)" in LEGEND
+    lines = metrics_section(
+        {"accuracy": 0.9, "train_accuracy": 0.99, "n_train": 250},
+        {"accuracy": 0.92, "train_accuracy": 0.95, "n_train": 260},
+        "b",
+        "PR",
+    )
+    assert "| accuracy | 0.9000 | 0.9200 | +0.0200 | ✅ better |" in lines
+    assert "| train_accuracy | 0.9900 | 0.9500 | -0.0400 |  |" in lines  # no direction
+    assert "| n_train | 250 | 260 | +10 |  |" in lines
+
+
+def test_regression_metrics_get_their_directions():
+    base = {"rmse": 10.0, "mae": 7.0, "r2": 0.6, "cv_rmse_mean": 11.0, "cv_r2_std": 0.05}
+    pr = {"rmse": 9.0, "mae": 7.5, "r2": 0.55, "cv_rmse_mean": 12.0, "cv_r2_std": 0.03}
+    lines = metrics_section(base, pr, "b", "PR")
+    assert "| rmse | 10.0000 | 9.0000 | -1.0000 | ✅ better |" in lines  # lower is better
+    assert "| mae | 7.0000 | 7.5000 | +0.5000 | ❌ worse |" in lines
+    assert "| r2 | 0.6000 | 0.5500 | -0.0500 | ❌ worse |" in lines  # higher is better
+    assert "| cv_rmse_mean | 11.0000 | 12.0000 | +1.0000 | ❌ worse |" in lines
+    assert "| cv_r2_std | 0.0500 | 0.0300 | -0.0200 | ✅ better |" in lines
+
+
+def test_a_regression_pr_report_uses_the_regression_bounds(tmp_path):
+    regression = params(REGRESSION_DATA, gate=FAMILY_GATE)
+    repo = make_repo(
+        tmp_path / "repo",
+        base_params=regression,
+        pr_params=regression,
+        base_metrics={"r2": 0.62, "rmse": 10.5, "n_test": 120},
+        pr_metrics={"r2": 0.58, "rmse": 11.0, "n_test": 120},
+    )
+    text, gate = build_report(repo, "main", tmp_path / "report.md", env={})
+    assert gate.passed
+    assert "- **Quality gate:** ✅ passed (2 of 2 checks ran)" in text
+    assert "Bounds from `gate.regression:` in params.yaml on `main` (for this PR's task, " in text
+    assert "| r2 = 0.5800 is at least the minimum 0.3000 | ✅ pass |" in text
+    assert row(text, "rmse")[-1] == "❌ worse" and row(text, "r2")[-1] == "❌ worse"
+    assert "Data changed" not in text
+
+
+def test_a_family_without_bounds_is_stated(tmp_path):
+    only_classification = {"classification": FAMILY_GATE["classification"]}
+    regression = params(REGRESSION_DATA, gate=only_classification)
+    metrics = {"r2": 0.62, "rmse": 10.5, "n_test": 120}
+    repo = make_repo(
+        tmp_path / "repo",
+        base_params=regression,
+        pr_params=regression,
+        base_metrics=metrics,
+        pr_metrics=metrics,
+    )
+    text, _ = build_report(repo, "main", tmp_path / "report.md", env={})
+    assert (
+        "- **Quality gate:** ⚠️ no bounds for regression (no `gate.regression:` block) "
+        "in params.yaml on `main`"
+    ) in text
+    assert "No bounds for regression (no `gate.regression:` block) in params.yaml on `main`." in (
+        text
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "pr_lock", "reason"),
+    [
+        (
+            {"source": "data/external/churn.csv"},
+            dvc_lock("aaaa1111"),
+            "data.source: data/external/labels.csv → data/external/churn.csv",
+        ),
+        ({}, dvc_lock("bbbb2222"), "data/external: md5 aaaa1111 → bbbb2222 in dvc.lock"),
+    ],
+    ids=["source", "dvc.lock"],
+)
+def test_changed_data_is_said_first_and_not_compared(tmp_path, changes, pr_lock, reason):
+    repo = make_repo(
+        tmp_path / "repo",
+        pr_params=params(**changes),
+        base_lock=dvc_lock("aaaa1111"),
+        pr_lock=pr_lock,
+    )
+    text, gate = build_report(repo, "main", tmp_path / "report.md", env={})
+    lines = text.splitlines()
+    assert lines[0] == "## Experiment report"
+    first = next(ln for ln in lines[1:] if ln.strip())
+    assert first == (
+        f"> **Data changed:** {reason} — metrics are not comparable with `main`, so the "
+        "gate checks only absolute bounds (min/max), not drops."
+    )
+    assert lines.index(first) < next(i for i, ln in enumerate(lines) if "Quality gate" in ln)
+    # both sides are shown, without better/worse
+    assert "| Metric | `main` `" in text and "| PR | Change |" in text
+    assert row(text, "balanced_accuracy") == ["balanced_accuracy", "0.9850", "0.9400", "-0.0450"]
+    table = [ln for ln in metrics_table(text) if ln.startswith("| ")]
+    assert len(table) == 1 + len(PR_METRICS)
+    assert not [ln for ln in table if "better" in ln or "worse" in ln]
+    assert "Not comparable: the data changed" in text and LEGEND not in text
+    # the drop is not judged; the absolute bounds are
+    assert gate.passed
+    assert f"| balanced_accuracy: skipped: the data changed ({reason}) | ⏭️ skipped |" in text
+    assert "| balanced_accuracy = 0.9400 is at least the minimum 0.9000 | ✅ pass |" in text
+
+
+def test_changed_data_still_fails_an_absolute_bound(tmp_path):
+    repo = make_repo(
+        tmp_path / "repo",
+        pr_params=params(target="colour"),
+        pr_metrics={**PR_METRICS, "balanced_accuracy": 0.7},
+    )
+    text, gate = build_report(repo, "main", tmp_path / "report.md", env={})
+    assert not gate.passed
+    assert text.splitlines()[2].startswith("> **Data changed:** data.target: label → colour — ")
+    assert "- **Quality gate:** ❌ failed: balanced_accuracy = 0.7000 is below the minimum" in text
+
+
 def test_params_gate_and_data_sections(built):
     text = built[2]
     assert row(text, "`train.model_type`") == [
@@ -90,7 +226,7 @@ def test_params_gate_and_data_sections(built):
     assert row(text, "`train.n_estimators`") == ["`train.n_estimators`", "`200`", "`50`"]
     assert "`train.max_depth`" not in text  # unchanged params are not listed
     assert "- **Quality gate:** ❌ failed: balanced_accuracy = 0.9400 is 0.0450 worse" in text
-    assert "Bounds from params.yaml on `main`." in text
+    assert "Bounds from `gate:` in params.yaml on `main` (for any task)." in text
     assert "| balanced_accuracy = 0.9400 is at least the minimum 0.9000 | ✅ pass |" in text
     assert "(more than the allowed drop 0.0300) | ❌ FAIL |" in text
     assert "### Data and model" in text
