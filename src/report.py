@@ -47,6 +47,8 @@ PLOT_TITLES = {
     "roc": "ROC curves",
     "precision_recall": "Precision-recall curves",
     "feature_importance": "Feature importance",
+    "predicted_vs_actual": "Predicted vs actual",
+    "residuals": "Residuals",
 }
 BETTER, WORSE = "✅ better", "❌ worse"
 LEGEND = (
@@ -207,8 +209,10 @@ def render_side(plots_dir: Path, out_dir: Path) -> list[Path]:
     from src.visualization.render import load_plot_data, render_all
 
     frames = load_plot_data(plots_dir)
-    confusion = frames["confusion_matrix"]
-    classes = sorted(set(confusion["actual"]) | set(confusion["predicted"]))
+    confusion = frames.get("confusion_matrix")  # classification only
+    classes = (
+        [] if confusion is None else sorted(set(confusion["actual"]) | set(confusion["predicted"]))
+    )
     return render_all(frames, classes, out_dir)
 
 

@@ -23,6 +23,7 @@ import sklearn
 from sklearn.base import clone
 from sklearn.model_selection import cross_validate
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from src import config
 from src.features.schema import to_model_frame
@@ -32,6 +33,24 @@ from src.tasks import schema_task
 from src.utils import PipelineError, git_commit, load_params, run_cli, sha256_file
 
 log = logging.getLogger(__name__)
+
+
+def to_float32(X: Any) -> np.ndarray:
+    return np.asarray(X, dtype=np.float32)
+
+
+def model_pipeline(preprocessor: Any, estimator: Any) -> Pipeline:
+    """preprocess -> float32 -> estimator: the estimator sees exactly the float32 matrix
+    the served ONNX model sees (scikit-learn's forests cast to float32 anyway; hist
+    gradient boosting would compare float64 values with its split thresholds, and values
+    within a float32 rounding of a threshold would then go the other way when served)."""
+    return Pipeline(
+        [
+            ("preprocess", preprocessor),
+            ("float32", FunctionTransformer(to_float32)),
+            ("model", estimator),
+        ]
+    )
 
 
 def cross_validate_model(
@@ -45,7 +64,7 @@ def cross_validate_model(
 ) -> dict[str, float]:
     """K-fold CV (stratified for classification) of preprocessor + estimator on the
     training set: `cv_<metric>_mean` and `cv_<metric>_std` for the task's CV metrics."""
-    pipeline = Pipeline([("preprocess", clone(preprocessor)), ("model", clone(estimator))])
+    pipeline = model_pipeline(clone(preprocessor), clone(estimator))
     try:
         cv = task.cv_splitter(folds, seed, y)
     except ValueError as exc:
@@ -74,8 +93,8 @@ def train(
     metrics = cross_validate_model(
         task, preprocessor, estimator, X, y, int(params["train"]["cv_folds"]), seed
     )
-    estimator.fit(matrix.to_numpy(), y.to_numpy())
-    pipeline = Pipeline([("preprocess", preprocessor), ("model", estimator)])
+    estimator.fit(to_float32(matrix.to_numpy()), y.to_numpy())
+    pipeline = model_pipeline(preprocessor, estimator)
     metrics.update(task.train_metrics(y, pipeline, X))
     return pipeline, metrics
 
