@@ -18,7 +18,7 @@ INPUT ?= data/processed/test.csv
 MODEL ?= models/model.joblib
 OUT ?= reports/predictions.csv
 
-.PHONY: help setup setup-dev data features train evaluate repro predict test test-fast \
+.PHONY: help setup setup-dev schema data features train evaluate repro predict test test-fast \
         lint format clean mlflow-ui bench-pipeline
 
 help: ## Show this help
@@ -36,6 +36,12 @@ $(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
 
 setup: $(RUN_STAMP) ## Create .venv with the pipeline's pinned dependencies
 setup-dev: $(DEV_STAMP) ## Create .venv with pipeline + test/lint tools
+
+# SOURCE, TARGET: read from the environment (make puts command-line variables there), so
+# any file or column name reaches Python unmangled by the shell.
+schema: $(RUN_STAMP) ## Draft params.yaml's data: block from SOURCE=file.csv|.parquet (TARGET=col, WRITE=1)
+	@test -n "$${SOURCE:-}" || { echo "make schema: set SOURCE, e.g. make schema SOURCE=data/external/my.csv TARGET=label" >&2; exit 2; }
+	python -m src.data.draft_schema "$$SOURCE" $${TARGET:+--target "$$TARGET"} $(if $(filter 1 yes true,$(WRITE)),--write)
 
 data: $(RUN_STAMP) ## Stage prepare: load, validate and split the data
 	dvc repro prepare
