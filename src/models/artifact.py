@@ -14,6 +14,8 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from src.features.schema import to_model_frame
 from src.tasks import schema_task
@@ -22,6 +24,25 @@ from src.utils import atomic_write
 FORMAT = "mloperation.model"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("pipeline", "schema", "metadata")
+
+
+def to_float32(X: Any) -> np.ndarray:
+    """(A module-level function, so the pickled pipeline refers to it by name.)"""
+    return np.asarray(X, dtype=np.float32)
+
+
+def model_pipeline(preprocessor: Any, estimator: Any) -> Pipeline:
+    """preprocess -> float32 -> estimator: the estimator sees exactly the float32 matrix
+    the served ONNX model sees (scikit-learn's forests cast to float32 anyway; hist
+    gradient boosting would compare float64 values with its split thresholds, and values
+    within a float32 rounding of a threshold would then go the other way when served)."""
+    return Pipeline(
+        [
+            ("preprocess", preprocessor),
+            ("float32", FunctionTransformer(to_float32)),
+            ("model", estimator),
+        ]
+    )
 
 
 class ModelLoadError(RuntimeError):

@@ -142,6 +142,47 @@ def _patch_skl2onnx() -> None:
     tree_ensemble.add_node = add_node
 
 
+def _round_down_float32(thresholds: np.ndarray) -> np.ndarray:
+    """The largest float32 <= each threshold, as float64 (exact in float32)."""
+    t32 = thresholds.astype(np.float32)
+    above = t32.astype(np.float64) > thresholds
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32.astype(np.float64)
+
+
+def float32_thresholds(estimator: Any) -> Any:
+    """A copy of `estimator` whose tree split thresholds are rounded down to float32.
+
+    The served model compares float32 inputs with float32 thresholds; scikit-learn
+    compares them with float64 ones. A float64 threshold between two adjacent float32
+    values rounds to the upper one, and a value equal to it then goes left when served
+    but right in scikit-learn (seen on scikit-learn's diabetes data: 28.2 vs
+    28.1999998). For a float32 x, `x <= t` and `x <= round_down_float32(t)` agree, so
+    rounding down makes the two identical. Estimators without trees are returned as is.
+    """
+    import copy
+
+    found = False
+    model = copy.deepcopy(estimator)
+    for step in model.steps if hasattr(model, "steps") else [(None, model)]:
+        est = step[1]
+        if hasattr(est, "_predictors"):  # hist gradient boosting
+            for predictors in est._predictors:
+                for predictor in predictors:
+                    nodes = predictor.nodes
+                    nodes["num_threshold"] = _round_down_float32(nodes["num_threshold"])
+                    found = True
+        trees = getattr(est, "estimators_", None)
+        if trees is None and hasattr(est, "tree_"):
+            trees = [est]
+        for tree in np.ravel(np.asarray(trees, dtype=object)) if trees is not None else []:
+            if hasattr(tree, "tree_"):
+                threshold = tree.tree_.threshold  # a writable view of the fitted nodes
+                threshold[:] = _round_down_float32(threshold)
+                found = True
+    return model if found else estimator
+
+
 def convert_estimator(estimator: Any, width: int, is_classifier: bool = True) -> bytes:
     """The fitted estimator as ONNX: float32 matrix `X` in, `probabilities` (classifiers)
     or `variable` (regressors) out.
@@ -155,6 +196,7 @@ def convert_estimator(estimator: Any, width: int, is_classifier: bool = True) ->
     from skl2onnx.common.data_types import FloatTensorType
 
     _patch_skl2onnx()
+    estimator = float32_thresholds(estimator)
     wanted = ONNX_PROBABILITIES if is_classifier else ONNX_VALUES
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -23,34 +23,15 @@ import sklearn
 from sklearn.base import clone
 from sklearn.model_selection import cross_validate
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
 
 from src import config
 from src.features.schema import to_model_frame
-from src.models.artifact import make_bundle, save_model
+from src.models.artifact import make_bundle, model_pipeline, save_model, to_float32
 from src.models.factory import make_estimator
 from src.tasks import schema_task
 from src.utils import PipelineError, git_commit, load_params, run_cli, sha256_file
 
 log = logging.getLogger(__name__)
-
-
-def to_float32(X: Any) -> np.ndarray:
-    return np.asarray(X, dtype=np.float32)
-
-
-def model_pipeline(preprocessor: Any, estimator: Any) -> Pipeline:
-    """preprocess -> float32 -> estimator: the estimator sees exactly the float32 matrix
-    the served ONNX model sees (scikit-learn's forests cast to float32 anyway; hist
-    gradient boosting would compare float64 values with its split thresholds, and values
-    within a float32 rounding of a threshold would then go the other way when served)."""
-    return Pipeline(
-        [
-            ("preprocess", preprocessor),
-            ("float32", FunctionTransformer(to_float32)),
-            ("model", estimator),
-        ]
-    )
 
 
 def cross_validate_model(
