@@ -92,7 +92,7 @@ class RecordChecker:
         self.names = [f["name"] for f in self.features]
         self.name_set = frozenset(self.names)
         self.max_batch = max_batch
-        reject = schema.get("unknown_categories", "ignore") == "reject"
+        reject = schema.get("unknown_categories", "reject") == "reject"
         # (name, nullable, categorical, allowed categories or None for any, listing)
         self._checks: list[tuple[str, bool, bool, frozenset[str] | None, str]] = []
         for f in self.features:
@@ -227,8 +227,12 @@ class RecordChecker:
                     out.append(
                         {
                             "field": prefix + name,
-                            "problem": f"expected a category (a string such as {listing}), "
-                            f"got {_describe(value)}",
+                            "problem": (
+                                f"expected one of {listing}"
+                                if allowed is not None
+                                else f"expected a category (a string such as {listing})"
+                            )
+                            + f", got {_describe(value)}",
                         }
                     )
                 elif allowed is not None and value not in allowed:

@@ -12,7 +12,7 @@ def record_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """JSON Schema of one record: every feature required, no other fields."""
     properties: dict[str, Any] = {}
     for f in schema["features"]:
-        if f["type"] == "categorical" and schema.get("unknown_categories") == "reject":
+        if f["type"] == "categorical" and schema.get("unknown_categories", "reject") == "reject":
             prop: dict[str, Any] = {"type": "string", "enum": list(f["categories"])}
             if f["nullable"]:
                 prop = {"type": ["string", "null"], "enum": [*f["categories"], None]}

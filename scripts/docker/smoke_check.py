@@ -32,6 +32,7 @@ import pandas as pd
 
 from src.features.schema import NUMERIC, to_model_frame, unknown_category_rows
 from src.models.artifact import load_model, predict
+from src.utils import load_params
 
 MAX_BATCH = 500  # well under the server's default limit (1000 records)
 
@@ -143,7 +144,7 @@ def compare_values(
 def check_unknown_categories(base: str, bundle: dict[str, Any], frame: pd.DataFrame) -> str:
     """Rows with categories unseen in training must get the policy's answer."""
     schema = bundle["schema"]
-    policy = schema.get("unknown_categories", "ignore")
+    policy = schema.get("unknown_categories", "reject")
     categorical = [f for f in schema["features"] if f["type"] != NUMERIC]
     if not categorical:
         return "no categorical features"
@@ -188,6 +189,12 @@ def run_checks(args: argparse.Namespace) -> dict[str, Any]:
     print(f"ok   GET /metadata -> model_sha256 {str(meta.get('model_sha256'))[:12]}…")
 
     bundle = load_model(args.model)
+    if args.tolerance is None:
+        export = load_params(args.params).get("export") or {}
+        key = (
+            "max_rel_diff" if bundle["schema"].get("task") == "regression" else "max_abs_proba_diff"
+        )
+        args.tolerance = float(export.get(key, 1e-5))
     frame = pd.read_csv(args.data).head(MAX_BATCH)
     expect(len(frame) > 0, f"{args.data} has no rows")
     if bundle["schema"].get("unknown_categories") == "reject":  # refused: checked below
@@ -246,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url", help="base URL of the running predictor")
     parser.add_argument("--model", type=Path, default=Path("models/model.joblib"))
     parser.add_argument("--data", type=Path, default=Path("data/processed/test.csv"))
-    parser.add_argument("--tolerance", type=float, default=1e-5)
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        help="default: params.yaml's export.max_abs_proba_diff (classification) or "
+        "export.max_rel_diff (regression), the export stage's own parity bound",
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--model-sha256", default="", help="expected /metadata model_sha256")
     parser.add_argument("--out", type=Path, help="write a JSON summary here")
     args = parser.parse_args(argv)

@@ -84,7 +84,7 @@ def build_features(
             data["target"],
             data.get("drop_columns") or [],
             task=task,
-            unknown_categories=features.get("unknown_categories", "ignore"),
+            unknown_categories=features.get("unknown_categories", "reject"),
         )
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc

@@ -42,7 +42,7 @@ def learn_feature_schema(
     target: str,
     drop_columns: list[str],
     task: str = "multiclass",
-    unknown_categories: str = "ignore",
+    unknown_categories: str = "reject",
 ) -> dict[str, Any]:
     """Describe every feature column of `train` from the declared raw types and the data.
 
@@ -129,7 +129,7 @@ def validate_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
     `unknown_categories` policy: `reject` raises SchemaError naming them; `ignore` logs
     a warning (they encode as no known category, as in evaluate and the server).
     """
-    reject = schema.get("unknown_categories", "ignore") == "reject"
+    reject = schema.get("unknown_categories", "reject") == "reject"
     details: list[dict[str, str]] = []
     for feature in schema["features"]:
         name = feature["name"]

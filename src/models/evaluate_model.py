@@ -94,7 +94,7 @@ def evaluate(
     if target not in test.columns:
         raise PipelineError(f"test set has no target column {target!r}")
     unknown = unknown_category_rows(test, schema)
-    policy = schema.get("unknown_categories", "ignore")
+    policy = schema.get("unknown_categories", "reject")
     if policy == "reject" and unknown.any():
         log.warning("%d test row(s) hold unseen categories: left out (reject)", unknown.sum())
         test = test[~unknown].reset_index(drop=True)

@@ -250,7 +250,7 @@ def probe_frame(schema: dict[str, Any], n: int, seed: int) -> pd.DataFrame:
             column: list[Any] = values.tolist()
         else:
             column = rng.choice(f["categories"], n).tolist()
-            if schema.get("unknown_categories", "ignore") == "ignore":
+            if schema.get("unknown_categories", "reject") == "ignore":
                 column = [
                     UNSEEN if m else v for v, m in zip(column, rng.random(n) < 0.05, strict=True)
                 ]

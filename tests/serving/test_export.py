@@ -12,7 +12,6 @@ import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import StandardScaler
 
-from flask_app.model import ModelLoadError, ServingModel
 from src.models import export_model
 from src.models.export_model import (
     check_parity,
@@ -22,6 +21,7 @@ from src.models.export_model import (
     probe_frame,
 )
 from src.models.factory import MODEL_BUILDERS
+from src.serving.model import ModelLoadError, ServingModel
 from src.utils import PipelineError
 from tests.conftest import train_bundle
 from tests.serving.conftest import PARITY_TOLERANCE
@@ -74,7 +74,9 @@ def test_export_fails_and_keeps_the_previous_model_when_parity_breaks(
     other = copy.deepcopy(bundle["pipeline"][-1])
     other.estimators_ = other.estimators_[::-1][:20]
     real_convert = export_model.convert_estimator
-    monkeypatch.setattr(export_model, "convert_estimator", lambda est, w: real_convert(other, w))
+    monkeypatch.setattr(
+        export_model, "convert_estimator", lambda est, w, *a: real_convert(other, w, *a)
+    )
     with pytest.raises(PipelineError, match=r"does not reproduce .*test: .*(labels|probabilities)"):
         export(bundle, out, {"test": split[1]}, PARITY_TOLERANCE)
     assert (out / "model.onnx").read_bytes() == before

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flask_app.model import ServingModel
+from src.serving.model import ServingModel
 from src.utils import sha256_file
 
 pytestmark = pytest.mark.slow

@@ -64,6 +64,12 @@ def test_validate_frame_rejects_booleans_and_infinity(schema):
 
 def test_validate_frame_accepts_extra_columns_and_unseen_categories(schema, caplog):
     df = pd.DataFrame({"y": ["a"], "colour": ["green"], "size": [1.5]})
-    out = validate_frame(df, schema)
+    out = validate_frame(df, {**schema, "unknown_categories": "ignore"})
     assert list(out.columns) == ["colour", "size"]
     assert "not seen in training" in caplog.text
+
+
+def test_validate_frame_rejects_unseen_categories_by_default(schema):
+    df = pd.DataFrame({"y": ["a"], "colour": ["green"], "size": [1.5]})
+    with pytest.raises(SchemaError, match="colour: unknown categories 'green'; expected one of"):
+        validate_frame(df, schema)

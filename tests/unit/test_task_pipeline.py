@@ -1,0 +1,204 @@
+"""Every task end to end in memory, on small tables made here (not the configured data):
+split, features, train, evaluate (metrics, plots), export (parity), the predictor's answer
+and the batch CLI; and the unknown-category policy, the same in each of them."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.tree import DecisionTreeRegressor
+
+from flask_app import create_app
+from src.config import ROOT
+from src.data.make_dataset import split_data, validate_raw
+from src.features.build_features import build_features
+from src.models.artifact import make_bundle, save_model
+from src.models.evaluate_model import evaluate
+from src.models.export_model import export, float32_thresholds
+from src.models.predict_model import predict_file
+from src.models.train_model import train
+from src.serving.model import ServingModel
+from src.tasks import resolve_task
+from src.utils import PipelineError, load_params
+
+COLOURS = [f"colour {i}" for i in range(8)]  # more than a 422 lists
+
+
+def table(task: str, n: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Two numeric features (one with nulls), one categorical (with nulls), a target."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n)
+    x2 = rng.uniform(0, 10, size=n)
+    colour = rng.choice(COLOURS, size=n)
+    signal = 2 * x1 + 0.3 * x2 + np.isin(colour, COLOURS[:4])
+    df = pd.DataFrame({"x 1": x1, "x/2": x2, "Farbe": colour})
+    if task == "regression":
+        df["target"] = 10 + 3 * signal + rng.normal(scale=0.3, size=n)
+    elif task == "binary":
+        df["target"] = np.where(signal > np.median(signal), "yes", "no")
+    else:
+        df["target"] = pd.cut(signal, 3, labels=["low", "mid", "high"]).astype(str)
+    df.loc[rng.random(n) < 0.1, "x/2"] = np.nan
+    df.loc[rng.random(n) < 0.1, "Farbe"] = None
+    return df
+
+
+def task_params(task: str, unknown: str = "ignore", model_type: str = "random_forest") -> dict:
+    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
+    params["data"] = {
+        "source": "fixture",
+        "target": "target",
+        "task": "regression" if task == "regression" else "classification",
+        "drop_columns": [],
+        "schema": {
+            "x 1": "float",
+            "x/2": "float",
+            "Farbe": "category",
+            "target": "float" if task == "regression" else "category",
+        },
+    }
+    params["features"]["unknown_categories"] = unknown
+    params["train"].update(model_type=model_type, n_estimators=30, max_iter=30, cv_folds=3)
+    params["evaluate"]["permutation_repeats"] = 2
+    return params
+
+
+def fit(task: str, **kwargs) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
+    params = task_params(task, **kwargs)
+    data = params["data"]
+    clean = validate_raw(table(task), data["schema"], data["target"])
+    name = resolve_task(data, clean[data["target"]])
+    train_df, test_df = split_data(clean, "target", 0.25, 0, stratify=name != "regression")
+    schema, preprocessor, matrix = build_features(train_df, params)
+    pipeline, metrics = train(
+        params, {"schema": schema, "preprocessor": preprocessor}, matrix, train_df
+    )
+    bundle = make_bundle(pipeline, schema, {"training_metrics": metrics, "model_type": "rf"})
+    return params, bundle, train_df, test_df
+
+
+EXPECTED_METRICS = {
+    "binary": {"accuracy", "roc_auc", "average_precision", "log_loss", "cv_roc_auc_mean"},
+    "multiclass": {"accuracy", "roc_auc_ovr", "f1_macro", "cv_f1_macro_std", "train_accuracy"},
+    "regression": {"rmse", "mae", "r2", "cv_rmse_mean", "cv_r2_std", "train_r2"},
+}
+EXPECTED_PLOTS = {
+    "binary": {"confusion_matrix.csv", "roc", "precision_recall", "feature_importance.csv"},
+    "multiclass": {"confusion_matrix.csv", "roc", "precision_recall", "feature_importance.csv"},
+    "regression": {"predictions.csv", "feature_importance.csv"},
+}
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_every_task_trains_evaluates_exports_and_serves(task, tmp_path):
+    params, bundle, train_df, test_df = fit(task)
+    assert bundle["schema"]["task"] == task
+    assert ("classes" in bundle["schema"]) == (task != "regression")
+
+    scores = evaluate(bundle, test_df, params, tmp_path / "plots")
+    assert EXPECTED_METRICS[task] <= set(scores), sorted(scores)
+    assert scores["n_test"] == len(test_df)
+    written = {p.name for p in (tmp_path / "plots").iterdir()} - {"images"}
+    assert written == EXPECTED_PLOTS[task]
+    images = {p.stem for p in (tmp_path / "plots" / "images").glob("*.png")}
+    assert "feature_importance" in images
+    assert ("predicted_vs_actual" in images) == (task == "regression")
+    if task == "regression":
+        assert scores["r2"] > 0.8  # the target is a near-linear function of the features
+    else:
+        assert scores["balanced_accuracy"] > 0.6
+
+    frames = {"train": train_df, "test": test_df}
+    figures = export(bundle, tmp_path / "serving", frames, 1e-4, "0" * 64)
+    for f in figures.values():
+        assert f["preprocessing_identical"]
+        assert f.get("label_mismatches", 0) == 0
+        assert f.get("max_abs_proba_diff", 0) <= 1e-5 and f.get("max_rel_diff", 0) <= 1e-4
+
+    client = create_app({"MODEL_DIR": str(tmp_path / "serving")}).test_client()
+    record = ServingModel.load(tmp_path / "serving").example_record()
+    answer = client.post("/predict", json={"instances": [record, record]}).get_json()
+    if task == "regression":
+        assert set(answer) == {"predictions"}
+        assert all(isinstance(v, float) for v in answer["predictions"])
+    else:
+        assert set(answer) == {"predictions", "probabilities"}
+        assert set(answer["probabilities"][0]) == set(bundle["schema"]["classes"])
+        assert answer["predictions"][0] in bundle["schema"]["classes"]
+    assert client.get("/metadata").get_json()["task"] == task
+
+    save_model(bundle, tmp_path / "model.joblib")
+    test_df.to_csv(tmp_path / "in.csv", index=False)
+    out = predict_file(tmp_path / "in.csv", tmp_path / "model.joblib", tmp_path / "out.csv")
+    assert len(out) == len(test_df)
+    proba_columns = [c for c in out.columns if c.startswith("proba_")]
+    assert (proba_columns == []) == (task == "regression")
+
+
+def test_a_regression_pipeline_switches_model_types_by_params():
+    for model_type in ("hist_gradient_boosting", "ridge", "gradient_boosting"):
+        _, bundle, _, _ = fit("regression", model_type=model_type)
+        assert bundle["pipeline"][-1].__class__.__name__ != "RandomForestRegressor"
+    with pytest.raises(PipelineError, match="'logistic_regression' is not one of.*regression"):
+        fit("regression", model_type="logistic_regression")
+
+
+def test_unknown_categories_ignored_everywhere(tmp_path):
+    params, bundle, _, test_df = fit("binary", unknown="ignore")
+    test_df = test_df.copy()
+    test_df.loc[test_df.index[:3], "Farbe"] = "a colour never seen"
+    scores = evaluate(bundle, test_df, params, tmp_path / "plots")
+    assert scores["n_unknown_category_rows"] == 3 and scores["n_test"] == len(test_df)
+    export(bundle, tmp_path / "serving", {"test": test_df}, 1e-5)
+    client = create_app({"MODEL_DIR": str(tmp_path / "serving")}).test_client()
+    record = ServingModel.load(tmp_path / "serving").example_record()
+    response = client.post("/predict", json=dict(record, Farbe="a colour never seen"))
+    assert response.status_code == 200
+    save_model(bundle, tmp_path / "model.joblib")
+    test_df.to_csv(tmp_path / "in.csv", index=False)
+    out = predict_file(tmp_path / "in.csv", tmp_path / "model.joblib", tmp_path / "out.csv")
+    assert len(out) == len(test_df)
+
+
+def test_unknown_categories_rejected_everywhere(tmp_path):
+    params, bundle, train_df, test_df = fit("multiclass", unknown="reject")
+    test_df = test_df.copy()
+    test_df.loc[test_df.index[:3], "Farbe"] = "a colour never seen"
+    scores = evaluate(bundle, test_df, params, tmp_path / "plots")
+    assert scores["n_unknown_category_rows"] == 3 and scores["n_test"] == len(test_df) - 3
+
+    export(bundle, tmp_path / "serving", {"train": train_df}, 1e-5)
+    client = create_app({"MODEL_DIR": str(tmp_path / "serving")}).test_client()
+    record = ServingModel.load(tmp_path / "serving").example_record()
+    response = client.post("/predict", json=dict(record, Farbe="a colour never seen"))
+    assert response.status_code == 422
+    (detail,) = response.get_json()["error"]["details"]
+    assert detail["field"] == "Farbe"
+    assert "'colour 0'" in detail["problem"] and "and 3 more" in detail["problem"]
+    assert "colour 7" not in detail["problem"]  # a few allowed values, then a count
+
+    save_model(bundle, tmp_path / "model.joblib")
+    test_df.to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(PipelineError, match="Farbe: unknown categories 'a colour never seen'"):
+        predict_file(tmp_path / "in.csv", tmp_path / "model.joblib", tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_tree_thresholds_between_adjacent_float32_values_are_served_as_trained():
+    # Two training values one float32 apart: the float64 midpoint threshold rounds up to
+    # the larger one in float32, so a served (float32) tree would send it left.
+    low = np.float32(28.2)
+    if low.view(np.int32) % 2 == 0:  # ties round to even: make the upper neighbour even
+        low = np.nextafter(low, np.float32(np.inf))
+    high = np.nextafter(low, np.float32(np.inf))
+    X = np.array([[low], [high]] * 10, dtype=np.float32)
+    y = np.array([0.0, 1.0] * 10)
+    tree = DecisionTreeRegressor(random_state=0).fit(X, y)
+    threshold = tree.tree_.threshold[0]
+    assert np.float32(threshold) == high  # the trap
+    rounded = float32_thresholds(tree).tree_.threshold[0]
+    assert np.float32(rounded) == low and low <= rounded < high
+    assert tree.tree_.threshold[0] == threshold  # the trained model is left untouched
