@@ -139,16 +139,18 @@ def test_image_holds_only_the_server_and_its_model(built_image):
     probe = (
         "import os, json; app = sorted(os.listdir('/app')); "
         "models = sorted(os.listdir('/app/models')); "
+        "src = sorted(os.listdir('/app/src')); "
         "junk = [os.path.join(d, n) for root in ('/app', '/opt/venv') "
         "for d, dirs, files in os.walk(root) for n in dirs + files "
         "if n in ('__pycache__', 'tests') or n.endswith('.pyc') or n.startswith('pip')]; "
-        "print(json.dumps([app, models, junk]))"
+        "print(json.dumps([app, models, src, junk]))"
     )
     proc = sh([env["DOCKER"], "run", "--rm", "--entrypoint", "python", tag, "-c", probe], ROOT, env)
     assert proc.returncode == 0, proc.stderr
-    app, models, junk = json.loads(proc.stdout)
-    assert app == ["flask_app", "gunicorn.conf.py", "models"]
+    app, models, src, junk = json.loads(proc.stdout)
+    assert app == ["flask_app", "gunicorn.conf.py", "models", "src"]
     assert models == ["serving"]
+    assert src == ["__init__.py", "serving"]  # the serving contract only, not the pipeline
     assert junk == []
 
 
