@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
+MISSING_CATEGORY = ""  # a null categorical value in the model frame (see to_model_frame)
 
 
 class SchemaError(ValueError):
@@ -60,6 +61,8 @@ def learn_feature_schema(
         if name == target or name in drop_columns:
             continue
         column = train[name]
+        if kind == "category":  # "" is a missing category, as in to_model_frame
+            column = column.where(column.astype(str) != MISSING_CATEGORY)
         entry: dict[str, Any] = {
             "name": name,
             "type": CATEGORICAL if kind == "category" else NUMERIC,
@@ -90,7 +93,8 @@ def unknown_category_rows(df: pd.DataFrame, schema: dict[str, Any]) -> pd.Series
     for feature in schema["features"]:
         if feature["type"] == CATEGORICAL and feature["name"] in df.columns:
             column = df[feature["name"]]
-            known = column.isna() | column.astype(str).isin(feature["categories"])
+            text = column.astype(str)
+            known = column.isna() | (text == MISSING_CATEGORY) | text.isin(feature["categories"])
             mask |= ~known
     return mask
 
@@ -102,8 +106,11 @@ def feature_names(schema: dict[str, Any]) -> list[str]:
 def to_model_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
     """Select the feature columns in schema order with the training dtypes.
 
-    Numeric features become float64 (None -> NaN), categorical ones object (None kept), so
-    a frame built from JSON records gives the same predictions as one read from CSV.
+    Numeric features become float64 (None -> NaN), categorical ones object strings with
+    MISSING_CATEGORY ("") for a null, so a frame built from JSON records gives the same
+    predictions as one read from CSV. (The categorical imputer's missing value is that
+    string, not NaN, because skl2onnx converts string imputers only for a string marker;
+    a client's "" is therefore a missing category too.)
     """
     out = {}
     for feature in schema["features"]:
@@ -113,7 +120,7 @@ def to_model_frame(df: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
         else:
             values = column.astype("object")
             out[feature["name"]] = pd.Series(
-                [np.nan if pd.isna(v) else str(v) for v in values],
+                [MISSING_CATEGORY if pd.isna(v) else str(v) for v in values],
                 index=df.index,
                 dtype=object,
             )

@@ -14,21 +14,38 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
 
 from src.features.schema import to_model_frame
 from src.tasks import schema_task
 from src.utils import atomic_write
 
 FORMAT = "mloperation.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: categorical nulls are "" (to_model_frame), Float32 step
 REQUIRED_KEYS = ("pipeline", "schema", "metadata")
 
 
 def to_float32(X: Any) -> np.ndarray:
     """(A module-level function, so the pickled pipeline refers to it by name.)"""
     return np.asarray(X, dtype=np.float32)
+
+
+class Float32(TransformerMixin, BaseEstimator):
+    """The preprocessed matrix as float32 (stateless).
+
+    Hand-written rather than FunctionTransformer(to_float32) because skl2onnx cannot
+    convert a FunctionTransformer; its converter (a Cast) is in src/models/export_model.py.
+    """
+
+    def fit(self, X: Any, y: Any = None) -> Float32:
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        return to_float32(X)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
 
 
 def model_pipeline(preprocessor: Any, estimator: Any) -> Pipeline:
@@ -39,7 +56,7 @@ def model_pipeline(preprocessor: Any, estimator: Any) -> Pipeline:
     return Pipeline(
         [
             ("preprocess", preprocessor),
-            ("float32", FunctionTransformer(to_float32)),
+            ("float32", Float32()),
             ("model", estimator),
         ]
     )

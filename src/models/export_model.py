@@ -2,19 +2,21 @@
 
     python -m src.models.export_model [--params params.yaml]
 
-Reads `models/model.joblib`; writes `models/serving/` (`model.onnx`: the fitted estimator
-converted with skl2onnx; `model.json`: feature schema, preprocessing parameters, classes,
-identity) and `metrics/export.json` (the parity figures). The predictor (flask_app/) needs
-only numpy + onnxruntime to serve it: preprocessing runs in numpy from the exported
-imputer fill values and one-hot columns.
+Reads `models/model.joblib`; writes `models/serving/` (`model.onnx`: the whole fitted
+pipeline - preprocessing, float32 cast, estimator - converted by skl2onnx into one graph
+with one input per feature; `model.json`: feature schema, those inputs, classes, identity)
+and `metrics/export.json` (the parity figures). The predictor (flask_app/) needs only
+numpy + onnxruntime to serve it, and preprocessing lives in one place:
+src/features/build_features.py.
 
 Before anything is written, the exported files are loaded exactly as the server loads them
 and scored on the whole train and test sets and on seeded random records drawn from the
 schema (with nulls, and with unseen categories when `features.unknown_categories` is
-ignore). Classification: every label must equal scikit-learn's and every probability be
-within `export.max_abs_proba_diff` of it; regression: every prediction within
-`export.max_rel_diff` of scikit-learn's, relative to the predictions' standard deviation.
-Otherwise the stage fails and the previous export stays.
+ignore), end to end (records in, answers out). Classification: every label must equal
+scikit-learn's and every probability be within `export.max_abs_proba_diff` of it;
+regression: every prediction within `export.max_rel_diff` of scikit-learn's, relative to
+the predictions' standard deviation. Otherwise the stage fails, naming the param to change
+where one is to blame, and the previous export stays.
 """
 
 from __future__ import annotations
@@ -29,14 +31,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from src import config
-from src.features.schema import CATEGORICAL, NUMERIC, to_model_frame
-from src.models.artifact import ModelLoadError, load_model
+from src.features.schema import MISSING_CATEGORY, NUMERIC, to_model_frame
+from src.models.artifact import Float32, ModelLoadError, load_model
 from src.serving.manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, sha256_bytes
 from src.serving.model import ServingModel
 from src.tasks import schema_task
@@ -46,79 +46,10 @@ log = logging.getLogger(__name__)
 
 SERVING_DIR = config.MODELS_DIR / "serving"
 EXPORT_METRICS_FILE = config.METRICS_DIR / "export.json"
-ONNX_INPUT = "X"
 ONNX_PROBABILITIES = "probabilities"  # classifiers (skl2onnx, zipmap off)
 ONNX_VALUES = "variable"  # regressors (skl2onnx's name for the predicted values)
 UNSEEN = "(a category never seen in training)"  # probes the unknown-category policy
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
-
-
-# -- preprocessing: fitted ColumnTransformer -> plain parameters ---------------------------
-
-
-def _unsupported(step: Any, why: str) -> PipelineError:
-    return PipelineError(
-        f"export: cannot serve preprocessing step {type(step).__name__} ({why}); the predictor "
-        "knows SimpleImputer on numeric columns and [SimpleImputer +] OneHotEncoder on "
-        "categorical ones - extend preprocessing_spec() in src/models/export_model.py and "
-        "ServingModel.matrix() in src/serving/model.py together"
-    )
-
-
-def _check_imputer(imputer: SimpleImputer) -> list[Any]:
-    if imputer.add_indicator:
-        raise _unsupported(imputer, "add_indicator=True")
-    stats = list(imputer.statistics_)
-    if any(isinstance(s, float) and np.isnan(s) for s in stats):
-        raise _unsupported(imputer, "a column was empty in training")
-    return stats
-
-
-def preprocessing_spec(preprocessor: ColumnTransformer, schema: dict[str, Any]) -> dict[str, Any]:
-    """The fitted preprocessor as data: where each feature lands in the model's input
-    matrix and what fills its nulls (numeric: the imputer statistic; categorical: the
-    imputed category, then one column per known category)."""
-    kinds = {f["name"]: f["type"] for f in schema["features"]}
-    numeric: list[dict[str, Any]] = []
-    categorical: list[dict[str, Any]] = []
-    offset = 0
-    for name, step, columns in preprocessor.transformers_:
-        if step == "drop" or (name == "remainder" and not len(columns)):
-            continue
-        columns = list(columns)
-        if isinstance(step, SimpleImputer):
-            fills = _check_imputer(step)
-            for column, fill in zip(columns, fills, strict=True):
-                if kinds.get(column) != NUMERIC:
-                    raise _unsupported(step, f"{column!r} is not a numeric feature")
-                numeric.append({"name": column, "column": offset, "fill": float(fill)})
-                offset += 1
-            continue
-        steps = step.steps if isinstance(step, Pipeline) else [(None, step)]
-        imputer = steps[0][1] if len(steps) == 2 else None
-        encoder = steps[-1][1]
-        if not isinstance(encoder, OneHotEncoder) or len(steps) > 2:
-            raise _unsupported(step, f"transformer {name!r}")
-        if imputer is not None and not isinstance(imputer, SimpleImputer):
-            raise _unsupported(imputer, f"transformer {name!r}")
-        if encoder.drop_idx_ is not None:
-            raise _unsupported(encoder, "drop is set")
-        fills = _check_imputer(imputer) if imputer is not None else [None] * len(columns)
-        for column, fill, categories in zip(columns, fills, encoder.categories_, strict=True):
-            if kinds.get(column) != CATEGORICAL:
-                raise _unsupported(step, f"{column!r} is not a categorical feature")
-            mapping = {str(c): offset + i for i, c in enumerate(categories)}
-            categorical.append(
-                {"name": column, "fill": None if fill is None else str(fill), "columns": mapping}
-            )
-            offset += len(categories)
-    width = len(preprocessor.get_feature_names_out())
-    if offset != width:
-        raise PipelineError(f"export: preprocessing spec has {offset} columns, expected {width}")
-    missing = set(kinds) - {f["name"] for f in numeric + categorical}
-    if missing:
-        raise PipelineError(f"export: features {sorted(missing)} are not used by the model")
-    return {"width": width, "numeric": numeric, "categorical": categorical}
 
 
 # -- estimator -> ONNX ---------------------------------------------------------------------
@@ -183,39 +114,128 @@ def float32_thresholds(estimator: Any) -> Any:
     return model if found else estimator
 
 
-def convert_estimator(estimator: Any, width: int, is_classifier: bool = True) -> bytes:
-    """The fitted estimator as ONNX: float32 matrix `X` in, `probabilities` (classifiers)
-    or `variable` (regressors) out.
+def _float32_shape(operator: Any) -> None:
+    from skl2onnx.common.data_types import FloatTensorType
 
-    float32 is what scikit-learn's trees compare internally, so tree models see the same
-    values; linear models lose ~1e-7 (checked by the parity test).
+    (source,) = operator.inputs
+    operator.outputs[0].type = FloatTensorType(source.type.shape)
+
+
+def _float32_converter(scope: Any, operator: Any, container: Any) -> None:
+    from onnx import TensorProto
+
+    container.add_node(
+        "Cast",
+        operator.inputs[0].full_name,
+        operator.outputs[0].full_name,
+        name=scope.get_unique_operator_name("Float32"),
+        to=TensorProto.FLOAT,
+    )
+
+
+def _register_float32() -> None:
+    """The converter of artifact.Float32 (a Cast: skl2onnx has none for our own class)."""
+    from skl2onnx import update_registered_converter
+
+    update_registered_converter(Float32, "MLOperationFloat32", _float32_shape, _float32_converter)
+
+
+def onnx_input_types(schema: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One ONNX input per feature, in schema order: numeric float32 [N, 1] (NaN for a
+    null), categorical string [N, 1] (MISSING_CATEGORY for a null)."""
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    return [
+        (
+            f["name"],
+            FloatTensorType([None, 1]) if f["type"] == NUMERIC else StringTensorType([None, 1]),
+        )
+        for f in schema["features"]
+    ]
+
+
+def _final_estimator(estimator: Any) -> Any:
+    while isinstance(estimator, Pipeline):
+        estimator = estimator.steps[-1][1]
+    return estimator
+
+
+def _onehot_keys(pipeline: Any) -> str:
+    """The params that turned on OneHotEncoder's infrequent categories, as `features.<key>`."""
+    keys = set()
+    for _, step, _ in pipeline[0].transformers_:
+        for sub in step.steps if isinstance(step, Pipeline) else [(None, step)]:
+            if isinstance(sub[1], OneHotEncoder):
+                if sub[1].min_frequency is not None:
+                    keys.add("features.onehot_min_frequency")
+                if sub[1].max_categories is not None:
+                    keys.add("features.onehot_max_categories")
+    return " / ".join(sorted(keys)) or "features.onehot_*"
+
+
+def convert_pipeline(
+    pipeline: Pipeline, schema: dict[str, Any], is_classifier: bool = True
+) -> tuple[bytes, list[dict[str, str]]]:
+    """The whole fitted pipeline as one ONNX graph, and its inputs (one per feature:
+    {"feature", "name", "dtype"}; skl2onnx makes names like "x 1" into valid ones).
+
+    The graph computes in float32 (ONNX Runtime cannot load the double-precision one);
+    the estimator is a copy whose tree thresholds are rounded to float32
+    (float32_thresholds), so served trees split as scikit-learn's. Outputs:
+    `probabilities` (classifiers) or `variable` (regressors).
     """
     import warnings
 
+    import skl2onnx
     from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
 
     _patch_skl2onnx()
-    estimator = float32_thresholds(estimator)
+    _register_float32()
+    estimator = float32_thresholds(pipeline.steps[-1][1])
+    served = Pipeline([*pipeline.steps[:-1], (pipeline.steps[-1][0], estimator)])
     wanted = ONNX_PROBABILITIES if is_classifier else ONNX_VALUES
+    options = {id(_final_estimator(estimator)): {"zipmap": False}} if is_classifier else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             model = convert_sklearn(
-                estimator,
-                initial_types=[(ONNX_INPUT, FloatTensorType([None, width]))],
-                options={id(estimator): {"zipmap": False}} if is_classifier else None,
+                served,
+                initial_types=onnx_input_types(schema),
+                options=options,
                 target_opset=TARGET_OPSET,
             )
-        except Exception as exc:  # skl2onnx raises many types for models it cannot express
+        except NotImplementedError as exc:
+            if "nfrequent categories" not in str(exc):
+                raise PipelineError(_cannot_convert(estimator, exc)) from exc
             raise PipelineError(
-                f"export: skl2onnx cannot convert {type(estimator).__name__} "
-                f"(train.model_type): {type(exc).__name__}: {str(exc)[:200]}"
+                f"export: {_onehot_keys(pipeline)}: skl2onnx {skl2onnx.__version__} cannot "
+                "convert OneHotEncoder's infrequent categories; set it to null"
             ) from exc
+        except Exception as exc:  # skl2onnx raises many types for models it cannot express
+            raise PipelineError(_cannot_convert(estimator, exc)) from exc
     outputs = [o.name for o in model.graph.output]
     if wanted not in outputs:
         raise PipelineError(f"export: ONNX model has outputs {outputs}, no {wanted!r}")
-    return model.SerializeToString()
+    names = [i.name for i in model.graph.input]
+    if len(names) != len(schema["features"]):
+        raise PipelineError(f"export: ONNX model has inputs {names}, one per feature expected")
+    inputs = [
+        {
+            "feature": f["name"],
+            "name": name,
+            "dtype": "float32" if f["type"] == NUMERIC else "string",
+        }
+        for f, name in zip(schema["features"], names, strict=True)
+    ]
+    return model.SerializeToString(), inputs
+
+
+def _cannot_convert(estimator: Any, exc: Exception) -> str:
+    return (
+        f"export: skl2onnx cannot convert the pipeline ({type(estimator).__name__}, "
+        f"train.model_type; preprocessing from features.*): {type(exc).__name__}: "
+        f"{str(exc)[:200]}"
+    ).replace("\n", " ")
 
 
 # -- parity --------------------------------------------------------------------------------
@@ -228,7 +248,11 @@ def frame_records(frame: pd.DataFrame, schema: dict[str, Any]) -> list[dict[str,
     for row in model_frame.itertuples(index=False):
         record = {}
         for feature, value in zip(schema["features"], row, strict=True):
-            if value is None or (isinstance(value, float) and np.isnan(value)):
+            if (
+                value is None
+                or (isinstance(value, float) and np.isnan(value))
+                or (feature["type"] != NUMERIC and value == MISSING_CATEGORY)
+            ):
                 record[feature["name"]] = None
             elif feature["type"] == NUMERIC:
                 record[feature["name"]] = float(value)
@@ -272,11 +296,17 @@ def check_parity(
     X = to_model_frame(frame, schema)
     records = frame_records(frame, schema)
     served, served_proba = model.predict(records)
-    served_matrix = model.matrix(records)
-    sk_matrix = np.asarray(pipeline[:-1].transform(X), dtype=np.float32)
+    categorical = [f["name"] for f in schema["features"] if f["type"] != NUMERIC]
+    known = {f["name"]: set(f.get("categories", ())) for f in schema["features"]}
     figures: dict[str, Any] = {
         "rows": len(frame),
-        "preprocessing_identical": bool(np.array_equal(served_matrix, sk_matrix)),
+        # what the records exercised besides plain values: imputation, unseen categories
+        "rows_with_nulls": int(sum(None in r.values() for r in records)),
+        "rows_with_unseen_categories": int(
+            sum(
+                any(r[c] is not None and r[c] not in known[c] for c in categorical) for r in records
+            )
+        ),
     }
     if model.is_classifier:
         expected = pipeline.predict_proba(X)
@@ -309,8 +339,6 @@ def parity_problems(figures: dict[str, dict[str, Any]], tolerance: float) -> lis
                 f"{name}: predictions differ by up to {f['max_rel_diff']:.3g} of their "
                 f"standard deviation (tolerance {tolerance:g})"
             )
-        if not f["preprocessing_identical"]:
-            problems.append(f"{name}: the numpy preprocessing differs from scikit-learn's")
     return problems
 
 
@@ -318,7 +346,10 @@ def parity_problems(figures: dict[str, dict[str, Any]], tolerance: float) -> lis
 
 
 def build_manifest(
-    bundle: dict[str, Any], onnx_bytes: bytes, spec: dict[str, Any], model_sha256: str | None
+    bundle: dict[str, Any],
+    onnx_bytes: bytes,
+    inputs: list[dict[str, str]],
+    model_sha256: str | None,
 ) -> dict[str, Any]:
     import onnx
     import onnxruntime
@@ -334,13 +365,14 @@ def build_manifest(
         "onnx": {
             "file": ONNX_FILE,
             "sha256": sha256_bytes(onnx_bytes),
-            "input": ONNX_INPUT,
-            "input_dtype": "float32",
+            "inputs": inputs,
+            "missing_category": MISSING_CATEGORY,
             "output": ONNX_PROBABILITIES if task.is_classifier else ONNX_VALUES,
             "opset": TARGET_OPSET,
         },
         "schema": bundle["schema"],
-        "preprocessing": spec,
+        # for people: the fitted steps the graph holds (the server reads only "onnx")
+        "preprocessing": [repr(step) for _, step in bundle["pipeline"].steps[:-1]],
         "model": {
             "model_type": meta.get("model_type"),
             "model_sha256": model_sha256,
@@ -377,10 +409,9 @@ def export(
     Returns the parity figures per frame; raises PipelineError naming what differs.
     """
     pipeline, schema = bundle["pipeline"], bundle["schema"]
-    spec = preprocessing_spec(pipeline[0], schema)
     is_classifier = schema_task(schema).is_classifier
-    onnx_bytes = convert_estimator(pipeline[-1], spec["width"], is_classifier)
-    manifest = build_manifest(bundle, onnx_bytes, spec, model_sha256)
+    onnx_bytes, inputs = convert_pipeline(pipeline, schema, is_classifier)
+    manifest = build_manifest(bundle, onnx_bytes, inputs, model_sha256)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -394,7 +425,8 @@ def export(
         problems = parity_problems(figures, tolerance)
         if problems:
             raise PipelineError(
-                "export: the ONNX model does not reproduce the scikit-learn pipeline: "
+                _blame(pipeline)
+                + "the ONNX model does not reproduce the scikit-learn pipeline: "
                 + "; ".join(problems)
                 + f" ({out_dir} left unchanged)"
             )
@@ -402,6 +434,23 @@ def export(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return figures
+
+
+def _blame(pipeline: Pipeline) -> str:
+    """`export: ` and, when a known combination is the cause, the param to change."""
+    estimator = pipeline.steps[-1][1]
+    scaled = any(
+        isinstance(sub, StandardScaler)
+        for _, step, _ in pipeline[0].transformers_
+        for _, sub in (step.steps if isinstance(step, Pipeline) else [(None, step)])
+    )
+    if scaled and float32_thresholds(estimator) is not estimator:  # trees
+        return (
+            "export: features.scale_numeric: standard with a tree model "
+            f"({type(_final_estimator(estimator)).__name__}): ONNX scales in float32, which "
+            "moves values across split thresholds (trees need no scaling: use none); "
+        )
+    return "export: "
 
 
 def _replace_dir(new: Path, target: Path) -> None:

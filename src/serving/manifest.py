@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "mloperation.serving"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: one ONNX graph for the whole pipeline, one input per feature
 MANIFEST_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 TASKS = ("binary", "multiclass", "regression")
-REQUIRED_KEYS = ("task", "onnx", "schema", "preprocessing")
+REQUIRED_KEYS = ("task", "onnx", "schema")
+INPUT_DTYPES = ("float32", "string")
 
 
 PREVIEW = 5  # allowed values named in an error message; the rest are counted
@@ -69,6 +70,17 @@ def parse_manifest(path: Path, raw: bytes) -> dict[str, Any]:
         missing.append("classes")
     if missing:
         raise ModelLoadError(f"serving manifest {path} lacks {', '.join(missing)}")
+    inputs = manifest["onnx"].get("inputs") if isinstance(manifest["onnx"], dict) else None
+    if not isinstance(inputs, list) or not all(
+        isinstance(i, dict)
+        and {"feature", "name", "dtype"} <= set(i)
+        and i["dtype"] in INPUT_DTYPES
+        for i in inputs
+    ):
+        raise ModelLoadError(
+            f"serving manifest {path}: onnx.inputs must list {{feature, name, dtype}} per "
+            f"feature, dtype one of {', '.join(INPUT_DTYPES)}"
+        )
     if manifest["task"] not in TASKS:
         raise ModelLoadError(
             f"serving manifest {path}: task {manifest['task']!r} is not one of {', '.join(TASKS)}"

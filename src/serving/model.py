@@ -1,10 +1,11 @@
 """The served model: `model.onnx` + `model.json` written by the pipeline's `export` stage.
 
 Only numpy and onnxruntime are needed here (no scikit-learn, scipy or pandas), so the
-serving image stays small. `model.json` carries the task, the feature schema, the
-preprocessing parameters learned in training (imputer fill values, one-hot columns) and
-the model's identity; `model.onnx` is the fitted estimator, verified against scikit-learn
-by the export stage before it was written.
+serving image stays small. `model.onnx` is the whole fitted pipeline (preprocessing and
+estimator) as one graph with one input per feature, verified against scikit-learn by the
+export stage before it was written; `model.json` carries the task, the feature schema,
+those inputs and the model's identity. Nothing here re-implements preprocessing: records
+become per-feature columns (float32 with NaN for null; strings with "" for null).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def make_session(onnx_bytes: bytes) -> Any:
 
 
 class ServingModel:
-    """Feature schema + preprocessing parameters + an ONNX Runtime session.
+    """Feature schema + the ONNX graph's per-feature inputs + an ONNX Runtime session.
 
     `predict(records)` takes records already checked against the schema (see
     flask_app.contract): numbers (or None where nullable) for numeric features, known
@@ -73,14 +74,12 @@ class ServingModel:
         self.classes: list[str] = [str(c) for c in manifest.get("classes") or []]
         self._class_array = np.asarray(self.classes, dtype=object)
         self._onnx_bytes = onnx_bytes
-        spec = manifest["preprocessing"]
-        self.width = int(spec["width"])
-        self._numeric = [(f["name"], int(f["column"]), float(f["fill"])) for f in spec["numeric"]]
-        self._categorical = [
-            (f["name"], f["fill"], {str(k): int(v) for k, v in f["columns"].items()})
-            for f in spec["categorical"]
-        ]
-        self._input_name = manifest["onnx"]["input"]
+        inputs = manifest["onnx"]["inputs"]
+        self._input_names = [str(i["name"]) for i in inputs]
+        # (feature, ONNX input) per dtype
+        self._numeric = [(i["feature"], i["name"]) for i in inputs if i["dtype"] == "float32"]
+        self._strings = [(i["feature"], i["name"]) for i in inputs if i["dtype"] == "string"]
+        self._missing = str(manifest["onnx"].get("missing_category", ""))
         self._output_name = manifest["onnx"]["output"]
         self._session: Any = None
         self._session_pid = -1
@@ -127,10 +126,10 @@ class ServingModel:
             ) from exc
         names = {o.name for o in session.get_outputs()}
         inputs = [i.name for i in session.get_inputs()]
-        if self._output_name not in names or inputs != [self._input_name]:
+        if self._output_name not in names or sorted(inputs) != sorted(self._input_names):
             raise ModelLoadError(
                 f"{where} has inputs {inputs} and outputs {sorted(names)}; its manifest "
-                f"expects {self._input_name!r} -> {self._output_name!r}"
+                f"expects {self._input_names} -> {self._output_name!r}"
             )
         self._session, self._session_pid = session, os.getpid()
         self.self_check()
@@ -138,7 +137,7 @@ class ServingModel:
     def self_check(self) -> None:
         """Score one record built from the schema: fails at start-up, not at request time."""
         try:
-            out = self.raw_outputs(self.matrix([self.example_record()]))
+            out = self.raw_outputs(self.feeds([self.example_record()]))
         except Exception as exc:
             self._session = None
             raise ModelLoadError(
@@ -165,35 +164,34 @@ class ServingModel:
                 record[f["name"]] = round((f["min"] + f["max"]) / 2, 2)
         return record
 
-    def matrix(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """The model-input matrix (float32): imputed numerics, one-hot categoricals."""
-        X = np.zeros((len(records), self.width), dtype=np.float32)
-        for name, column, fill in self._numeric:
-            X[:, column] = [fill if (v := r[name]) is None else v for r in records]
-        for name, fill, columns in self._categorical:
-            for i, r in enumerate(records):
-                value = r[name]
-                column = columns.get(fill if value is None else value)
-                if column is not None:  # unseen categories encode as all zeros
-                    X[i, column] = 1.0
-        return X
+    def feeds(self, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """The ONNX inputs for checked records: one [n, 1] column per feature (float32,
+        None -> NaN; strings, None -> the missing-category marker). The graph imputes,
+        encodes and scores them."""
+        n = len(records)
+        feeds = {
+            name: np.array([r[feature] for r in records], dtype=np.float32).reshape(n, 1)
+            for feature, name in self._numeric  # numpy turns None into NaN
+        }
+        missing = self._missing
+        for feature, name in self._strings:
+            column = [missing if (v := r[feature]) is None else v for r in records]
+            feeds[name] = np.array(column, dtype=object).reshape(n, 1)
+        return feeds
 
-    def raw_outputs(self, X: np.ndarray) -> np.ndarray:
-        """The ONNX model's output for matrix X: (n, classes) probabilities for
+    def raw_outputs(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The ONNX model's output for `feeds`: (n, classes) probabilities for
         classification, (n,) values for regression (float32)."""
         if self._session_pid != os.getpid() or self._session is None:
             self.open_session()  # first use in this process (never share across fork)
-        (out,) = self._session.run([self._output_name], {self._input_name: X})
+        (out,) = self._session.run([self._output_name], feeds)
         return out if self.is_classifier else out.reshape(-1)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.raw_outputs(X)
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[Any], np.ndarray | None]:
         """For checked records: (labels, probabilities rounded to PROBA_DECIMALS as float64)
         for classification; (values rounded to VALUE_DIGITS significant digits, None) for
         regression."""
-        out = self.raw_outputs(self.matrix(records)).astype(np.float64)
+        out = self.raw_outputs(self.feeds(records)).astype(np.float64)
         if not self.is_classifier:
             return [float(f"{v:.{VALUE_DIGITS}g}") for v in out.tolist()], None
         proba = np.round(out, PROBA_DECIMALS)

@@ -9,16 +9,16 @@ import stat
 
 import numpy as np
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline
 
 from src.models import export_model
 from src.models.export_model import (
     check_parity,
     export,
     export_metrics,
-    preprocessing_spec,
+    frame_records,
     probe_frame,
+    to_model_frame,
 )
 from src.models.factory import MODEL_BUILDERS
 from src.serving.model import ModelLoadError, ServingModel
@@ -42,7 +42,7 @@ def test_every_model_type_exports_with_parity(model_type, params, split, tmp_pat
         assert f["rows"] == len(frames[name])
         assert f["label_mismatches"] == 0, (model_type, name, f)
         assert f["max_abs_proba_diff"] <= PARITY_TOLERANCE, (model_type, name, f)
-        assert f["preprocessing_identical"]
+    assert figures["probe"]["rows_with_nulls"] > 0  # imputation inside the graph is checked
     # what the server loads predicts like scikit-learn, record by record
     served = ServingModel.load(tmp_path / "serving")
     labels, _ = served.predict(export_model.frame_records(split[1], bundle["schema"]))
@@ -60,7 +60,13 @@ def test_export_writes_manifest_and_onnx(bundle, split, tmp_path):
     assert manifest["schema"] == bundle["schema"]
     assert manifest["model"]["model_sha256"] == "ab" * 32
     assert manifest["model"]["training_metrics"] == bundle["metadata"]["training_metrics"]
-    assert manifest["onnx"]["input_dtype"] == "float32"
+    features = bundle["schema"]["features"]
+    inputs = manifest["onnx"]["inputs"]  # one ONNX input per feature, in schema order
+    assert [i["feature"] for i in inputs] == [f["name"] for f in features]
+    assert [i["dtype"] for i in inputs] == [
+        "float32" if f["type"] == "numeric" else "string" for f in features
+    ]
+    assert "preprocessing" not in manifest or isinstance(manifest["preprocessing"], list)
     assert [p.name for p in tmp_path.iterdir()] == ["serving"]  # no staging dirs left
 
 
@@ -70,42 +76,107 @@ def test_export_fails_and_keeps_the_previous_model_when_parity_breaks(
     out = tmp_path / "serving"
     export(bundle, out, {"test": split[1]}, PARITY_TOLERANCE)
     before = (out / "model.onnx").read_bytes()
-    # A converter that gets one tree wrong: the parity check must catch it.
-    other = copy.deepcopy(bundle["pipeline"][-1])
-    other.estimators_ = other.estimators_[::-1][:20]
-    real_convert = export_model.convert_estimator
-    monkeypatch.setattr(
-        export_model, "convert_estimator", lambda est, w, *a: real_convert(other, w, *a)
-    )
+    # A converter that gets trees wrong: the parity check must catch it.
+    other = copy.deepcopy(bundle["pipeline"])
+    other.steps[-1][1].estimators_ = other.steps[-1][1].estimators_[::-1][:20]
+    real_convert = export_model.convert_pipeline
+    monkeypatch.setattr(export_model, "convert_pipeline", lambda pipe, *a: real_convert(other, *a))
     with pytest.raises(PipelineError, match=r"does not reproduce .*test: .*(labels|probabilities)"):
         export(bundle, out, {"test": split[1]}, PARITY_TOLERANCE)
     assert (out / "model.onnx").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["serving"]
 
 
-def test_export_fails_when_the_numpy_preprocessing_differs(bundle, split, tmp_path, monkeypatch):
-    real_spec = export_model.preprocessing_spec
-
-    def wrong_fill(pre, schema):
-        spec = real_spec(pre, schema)
-        spec["numeric"][0]["fill"] += 1.0  # a wrong median: visible only on rows with nulls
-        return spec
-
-    monkeypatch.setattr(export_model, "preprocessing_spec", wrong_fill)
+def test_export_fails_when_the_graphs_preprocessing_differs(bundle, split, tmp_path, monkeypatch):
+    wrong = copy.deepcopy(bundle["pipeline"])
+    wrong[0].named_transformers_["num"].statistics_[0] += 1.0  # visible only on rows with nulls
+    real_convert = export_model.convert_pipeline
+    monkeypatch.setattr(export_model, "convert_pipeline", lambda pipe, *a: real_convert(wrong, *a))
     frames = {"probe": probe_frame(bundle["schema"], 300, seed=2)}
-    with pytest.raises(PipelineError, match="probe: the numpy preprocessing differs"):
+    with pytest.raises(PipelineError, match="probe: .*(labels|probabilities) differ"):
         export(bundle, tmp_path / "serving", frames, PARITY_TOLERANCE)
     assert not (tmp_path / "serving").exists()
 
 
-def test_unsupported_preprocessing_is_named(bundle):
-    pre = ColumnTransformer([("num", StandardScaler(), ["bill_length_mm"])])
-    X = export_model.to_model_frame(
-        probe_frame(bundle["schema"], 20, seed=0).fillna(40.0), bundle["schema"]
+def retrained(params, train_df, features=None, **train):
+    params = copy.deepcopy(params)
+    params["features"].update(features or {})
+    params["train"].update(n_estimators=30, max_iter=30, cv_folds=2, **train)
+    return train_bundle(params, train_df)
+
+
+def test_a_scaler_ahead_of_a_linear_model_exports_with_parity(params, split, tmp_path):
+    bundle = retrained(
+        params, split[0], {"scale_numeric": "standard"}, model_type="logistic_regression"
     )
-    pre.fit(X)
-    with pytest.raises(PipelineError, match="StandardScaler.*extend preprocessing_spec"):
-        preprocessing_spec(pre, bundle["schema"])
+    scaler = bundle["pipeline"][0].named_transformers_["num"]
+    assert isinstance(scaler, Pipeline) and "scale" in scaler.named_steps
+    frames = {"test": split[1], "probe": probe_frame(bundle["schema"], 500, seed=4)}
+    figures = export(bundle, tmp_path / "serving", frames, PARITY_TOLERANCE)
+    for f in figures.values():
+        assert f["label_mismatches"] == 0 and f["max_abs_proba_diff"] <= PARITY_TOLERANCE
+
+
+def test_a_scaler_ahead_of_trees_is_refused_naming_the_param(params, split, tmp_path):
+    # ONNX Runtime scales in float32: values move across split thresholds (measured
+    # 0.1-0.7 max |dp|), so the export refuses rather than serve a different model.
+    bundle = retrained(params, split[0], {"scale_numeric": "standard"}, model_type="random_forest")
+    frames = {"train": split[0], "probe": probe_frame(bundle["schema"], 2000, seed=42)}
+    with pytest.raises(
+        PipelineError, match=r"^export: features.scale_numeric: standard with a tree"
+    ):
+        export(bundle, tmp_path / "serving", frames, PARITY_TOLERANCE)
+    assert not (tmp_path / "serving").exists()
+
+
+@pytest.mark.parametrize("key", ["onehot_min_frequency", "onehot_max_categories"])
+def test_infrequent_categories_are_refused_naming_the_key(key, params, split, tmp_path):
+    # penguins' island: Biscoe, Dream and Torgersen (the rarest, ~15% of the rows)
+    value = 60 if key == "onehot_min_frequency" else 2
+    bundle = retrained(params, split[0], {key: value})
+    encoder = bundle["pipeline"][0].named_transformers_["cat"].named_steps["onehot"]
+    assert encoder.infrequent_categories_[0] is not None  # Torgersen is grouped
+    match = rf"^export: features.{key}: skl2onnx .* cannot convert"
+    with pytest.raises(PipelineError, match=match) as raised:
+        export(bundle, tmp_path / "serving", {"test": split[1]}, PARITY_TOLERANCE)
+    assert "\n" not in str(raised.value)  # one line
+
+
+def test_infrequent_options_that_group_nothing_export_with_parity(params, split, tmp_path):
+    bundle = retrained(params, split[0], {"onehot_min_frequency": 1})
+    figures = export(bundle, tmp_path / "serving", {"test": split[1]}, PARITY_TOLERANCE)
+    assert figures["test"]["label_mismatches"] == 0
+
+
+def test_bad_preprocessing_params_are_named(params, split):
+    for features, key in (
+        ({"scale_numeric": "minmax"}, "scale_numeric"),
+        ({"onehot_min_frequency": -1}, "onehot_min_frequency"),
+        ({"onehot_max_categories": 1.5}, "onehot_max_categories"),
+    ):
+        with pytest.raises(PipelineError, match=f"features.{key}"):
+            retrained(params, split[0], features)
+
+
+def test_nulls_and_unseen_categories_score_as_in_scikit_learn(params, split, tmp_path):
+    bundle = retrained(params, split[0], {"unknown_categories": "ignore"})
+    schema = bundle["schema"]
+    export(bundle, tmp_path / "serving", {"test": split[1]}, PARITY_TOLERANCE)
+    served = ServingModel.load(tmp_path / "serving")
+    frame = split[1].head(12).copy()
+    frame.loc[frame.index[:4], "sex"] = None
+    frame.loc[frame.index[4:8], "island"] = "Atlantis"  # never seen in training
+    frame.loc[frame.index[8:10], "bill_length_mm"] = None
+    frame.loc[frame.index[10:], ["island", "sex"]] = ["", ""]  # a client's "" is missing
+    records = frame_records(frame, schema)
+    assert records[10]["sex"] is None and records[4]["island"] == "Atlantis"
+    labels, proba = served.predict(records)
+    X = to_model_frame(frame, schema)
+    assert labels == bundle["pipeline"].predict(X).tolist()
+    np.testing.assert_allclose(proba, bundle["pipeline"].predict_proba(X), atol=PARITY_TOLERANCE)
+    # the client's "" directly (the contract lets any string through with ignore)
+    raw = [dict(r, sex="") if r["sex"] is None else r for r in records]
+    assert served.predict(raw)[0] == labels
 
 
 def test_probe_records_cover_the_schema(bundle):
@@ -194,4 +265,5 @@ def test_onnx_that_onnxruntime_cannot_run(serving_dir, tmp_path):
     model = ServingModel.load(out, open_session=False)  # files are consistent...
     with pytest.raises(ModelLoadError, match=r"ONNX Runtime cannot load .*model.onnx"):
         model.open_session()  # ...but the graph is not
-    assert np.isfinite(model.matrix([model.example_record()])).all()
+    feeds = model.feeds([model.example_record()])
+    assert len(feeds) == len(model.schema["features"])

@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.features.schema import SchemaError, learn_feature_schema, to_model_frame, validate_frame
+from src.features.schema import (
+    MISSING_CATEGORY,
+    SchemaError,
+    learn_feature_schema,
+    to_model_frame,
+    validate_frame,
+)
 
 DATA_SCHEMA = {"y": "category", "colour": "category", "size": "float", "year": "int"}
 
@@ -42,7 +48,8 @@ def test_model_frame_has_training_dtypes_from_json_like_input(schema):
     assert list(frame.columns) == ["colour", "size"]
     assert frame["size"].dtype == "float64"
     assert frame["colour"].dtype == object
-    assert np.isnan(frame["colour"].iloc[0]) and frame["colour"].iloc[1] == "red"
+    # a categorical null is the missing-category marker "" (the imputer's missing value)
+    assert frame["colour"].iloc[0] == MISSING_CATEGORY == "" and frame["colour"].iloc[1] == "red"
 
 
 def test_validate_frame_names_missing_and_mistyped_columns(schema):
