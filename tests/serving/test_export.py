@@ -1,5 +1,9 @@
 """The export stage: ONNX + model.json that reproduce the scikit-learn pipeline, checked
-before they are written; and the server-side loader's start-up checks."""
+before they are written; and the server-side loader's start-up checks.
+
+The conversion's mechanics run on the fixture tables (tests/fixture_data.py: binary and
+multiclass, categorical and numeric features with nulls); the configured dataset's model
+(`bundle`, `serving_dir`) is exported and checked as well."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import StandardScaler
 
-from flask_app.model import ModelLoadError, ServingModel
+from flask_app.model import PROBA_DECIMALS, ModelLoadError, ServingModel
 from src.models import export_model
 from src.models.export_model import (
     check_parity,
@@ -28,13 +32,17 @@ from tests.serving.conftest import PARITY_TOLERANCE
 
 
 @pytest.mark.parametrize("model_type", sorted(MODEL_BUILDERS))
-def test_every_model_type_exports_with_parity(model_type, params, split, tmp_path):
-    params = copy.deepcopy(params)
+def test_every_model_type_exports_with_parity(model_type, classification_case, tmp_path):
+    case = classification_case
+    params = copy.deepcopy(case.params)
+    # On this small table, 50 trees give exact ties on some probe records (two classes at
+    # 0.5, or two of three equally likely): ONNX's float32 sums may break them the other
+    # way, which is no mismatch.
     params["train"].update(model_type=model_type, n_estimators=50, max_iter=30, cv_folds=2)
-    bundle = train_bundle(params, split[0])
+    bundle = train_bundle(params, case.train)
     frames = {
-        "train": split[0],
-        "test": split[1],
+        "train": case.train,
+        "test": case.test,
         "probe": probe_frame(bundle["schema"], 500, seed=1),
     }
     figures = export(bundle, tmp_path / "serving", frames, PARITY_TOLERANCE)
@@ -43,11 +51,30 @@ def test_every_model_type_exports_with_parity(model_type, params, split, tmp_pat
         assert f["label_mismatches"] == 0, (model_type, name, f)
         assert f["max_abs_proba_diff"] <= PARITY_TOLERANCE, (model_type, name, f)
         assert f["preprocessing_identical"]
-    # what the server loads predicts like scikit-learn, record by record
+    # what the server loads predicts like scikit-learn, record by record: its label is
+    # scikit-learn's most likely class (one of them, on a tie)
     served = ServingModel.load(tmp_path / "serving")
-    labels, _ = served.predict(export_model.frame_records(split[1], bundle["schema"]))
-    X = export_model.to_model_frame(split[1], bundle["schema"])
-    assert labels == bundle["pipeline"].predict(X).tolist()
+    labels, _ = served.predict(export_model.frame_records(case.test, bundle["schema"]))
+    proba = bundle["pipeline"].predict_proba(
+        export_model.to_model_frame(case.test, bundle["schema"])
+    )
+    column = [bundle["schema"]["classes"].index(label) for label in labels]
+    chosen = proba[np.arange(len(labels)), column]
+    assert (proba.max(axis=1) - chosen <= 10.0**-PROBA_DECIMALS).all()
+
+
+def test_the_configured_model_exports_with_parity(bundle, split, params, tmp_path):
+    frames = {
+        "train": split[0],
+        "test": split[1],
+        "probe": probe_frame(bundle["schema"], 500, seed=1),
+    }
+    tolerance = float(params["export"]["max_abs_proba_diff"])
+    figures = export(bundle, tmp_path / "serving", frames, tolerance)
+    for name, f in figures.items():
+        assert f["label_mismatches"] == 0, (name, f)
+        assert f["max_abs_proba_diff"] <= tolerance, (name, f)
+        assert f["preprocessing_identical"], (name, f)
 
 
 def test_export_writes_manifest_and_onnx(bundle, split, tmp_path):
@@ -65,28 +92,35 @@ def test_export_writes_manifest_and_onnx(bundle, split, tmp_path):
 
 
 def test_export_fails_and_keeps_the_previous_model_when_parity_breaks(
-    bundle, split, tmp_path, monkeypatch
+    multiclass_case, tmp_path, monkeypatch
 ):
+    case = multiclass_case
+    params = copy.deepcopy(case.params)
+    params["train"].update(model_type="random_forest", n_estimators=40, cv_folds=2)
+    bundle = train_bundle(params, case.train)
     out = tmp_path / "serving"
-    export(bundle, out, {"test": split[1]}, PARITY_TOLERANCE)
+    export(bundle, out, {"test": case.test}, PARITY_TOLERANCE)
     before = (out / "model.onnx").read_bytes()
-    # A converter that gets one tree wrong: the parity check must catch it.
+    # A converter that gets some trees wrong: the parity check must catch it.
     other = copy.deepcopy(bundle["pipeline"][-1])
-    other.estimators_ = other.estimators_[::-1][:20]
+    other.estimators_ = other.estimators_[::-1][:10]
     real_convert = export_model.convert_estimator
     monkeypatch.setattr(export_model, "convert_estimator", lambda est, w: real_convert(other, w))
     with pytest.raises(PipelineError, match=r"does not reproduce .*test: .*(labels|probabilities)"):
-        export(bundle, out, {"test": split[1]}, PARITY_TOLERANCE)
+        export(bundle, out, {"test": case.test}, PARITY_TOLERANCE)
     assert (out / "model.onnx").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["serving"]
 
 
-def test_export_fails_when_the_numpy_preprocessing_differs(bundle, split, tmp_path, monkeypatch):
+def test_export_fails_when_the_numpy_preprocessing_differs(multiclass_case, tmp_path, monkeypatch):
+    bundle = multiclass_case.bundle
+    nullable = {f["name"] for f in bundle["schema"]["features"] if f["nullable"]}
     real_spec = export_model.preprocessing_spec
 
     def wrong_fill(pre, schema):
         spec = real_spec(pre, schema)
-        spec["numeric"][0]["fill"] += 1.0  # a wrong median: visible only on rows with nulls
+        numeric = next(f for f in spec["numeric"] if f["name"] in nullable)
+        numeric["fill"] += 1.0  # a wrong median: visible only on rows with nulls
         return spec
 
     monkeypatch.setattr(export_model, "preprocessing_spec", wrong_fill)
@@ -96,23 +130,26 @@ def test_export_fails_when_the_numpy_preprocessing_differs(bundle, split, tmp_pa
     assert not (tmp_path / "serving").exists()
 
 
-def test_unsupported_preprocessing_is_named(bundle):
-    pre = ColumnTransformer([("num", StandardScaler(), ["bill_length_mm"])])
-    X = export_model.to_model_frame(
-        probe_frame(bundle["schema"], 20, seed=0).fillna(40.0), bundle["schema"]
-    )
-    pre.fit(X)
+def test_unsupported_preprocessing_is_named(multiclass_case):
+    bundle = multiclass_case.bundle
+    numeric = next(f["name"] for f in bundle["schema"]["features"] if f["type"] == "numeric")
+    pre = ColumnTransformer([("num", StandardScaler(), [numeric])])
+    X = export_model.to_model_frame(multiclass_case.train, bundle["schema"])
+    pre.fit(X.fillna({numeric: 0.0}))
     with pytest.raises(PipelineError, match="StandardScaler.*extend preprocessing_spec"):
         preprocessing_spec(pre, bundle["schema"])
 
 
-def test_probe_records_cover_the_schema(bundle):
+@pytest.mark.parametrize("which", ["configured", "multiclass"])
+def test_probe_records_cover_the_schema(which, bundle, multiclass_case):
+    if which == "multiclass":
+        bundle = multiclass_case.bundle
     frame = probe_frame(bundle["schema"], 400, seed=3)
     for f in bundle["schema"]["features"]:
         column = frame[f["name"]]
         assert column.isna().any() == f["nullable"]
-        if f["type"] == "numeric":
-            assert column.min() >= f["min"] and column.max() <= f["max"]
+        if f["type"] == "numeric":  # half the values are rounded to 1 decimal
+            assert column.min() >= f["min"] - 0.05 and column.max() <= f["max"] + 0.05
         else:
             assert set(column.dropna()) == set(f["categories"])
     assert probe_frame(bundle["schema"], 50, seed=3).equals(probe_frame(bundle["schema"], 50, 3))
