@@ -43,15 +43,8 @@ WORKERS = 2
 ONE_ROW_CONNECTIONS = (1, 8, 32)
 BATCH_ROWS = 1000
 BATCH_CONNECTIONS = 4
-# The one-row request; the 1000-row batches are drawn from the test set.
-RECORD = {
-    "island": "Biscoe",
-    "bill_length_mm": 45.1,
-    "bill_depth_mm": 14.5,
-    "flipper_length_mm": 215.0,
-    "body_mass_g": 5000.0,
-    "sex": "female",
-}
+# The one-row request is the served model's example record (built from its schema, so it
+# fits any dataset); the 1000-row batches are drawn from the test set.
 
 WRK_SCRIPT = r"""
 local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
@@ -229,9 +222,9 @@ def main() -> None:
 
     test = pd.read_csv(ROOT / "data" / "processed" / "test.csv")
     frame = to_model_frame(test, bundle["schema"])
-    record = RECORD
-    if set(record) != {f["name"] for f in bundle["schema"]["features"]}:
-        raise SystemExit("benchmarks/serve.py RECORD does not match the model's features")
+    from flask_app.model import ServingModel
+
+    record = ServingModel.load(SERVING_DIR, open_session=False).example_record()
     expected = bundle["pipeline"].predict(to_model_frame(pd.DataFrame([record]), bundle["schema"]))
     batch = distinct_rows(frame.dropna(), BATCH_ROWS, bundle["schema"])
 
