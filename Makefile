@@ -19,7 +19,7 @@ MODEL ?= models/model.joblib
 OUT ?= reports/predictions.csv
 
 .PHONY: help setup setup-dev schema data features train evaluate repro predict test test-fast \
-        lint format clean mlflow-ui bench-pipeline
+        test-datasets lint format clean mlflow-ui bench-pipeline
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -59,8 +59,12 @@ repro: $(RUN_STAMP) ## Run the whole pipeline (only what changed)
 predict: $(RUN_STAMP) ## Batch predict INPUT (default: the test set) to OUT
 	python -m src.models.predict_model --input $(INPUT) --model $(MODEL) --out $(OUT)
 
-test: $(DEV_STAMP) ## Run the whole test suite
+test: $(DEV_STAMP) ## Run the whole test suite, then test-datasets
 	pytest
+	$(MAKE) --no-print-directory test-datasets
+
+test-datasets: $(DEV_STAMP) ## The fast suite on other datasets, each in a repo copy (tests/run_on_dataset.py)
+	python -m tests.run_on_dataset --all
 
 test-fast: $(DEV_STAMP) ## Run the tests that start no servers and no pipeline
 	pytest -m "not slow"

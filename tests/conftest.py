@@ -1,9 +1,19 @@
-"""Shared fixtures: the params, the raw data, a model trained in memory, repo copies."""
+"""Shared fixtures.
+
+Two kinds of data, for two kinds of tests:
+- the CONFIGURED dataset (`params`, `raw_data`, `split`, `bundle`): whatever params.yaml
+  names; its tests take every expectation from params and from the model's stored schema;
+- FIXTURE tables (`fixture_cases`, `classification_case`, `multiclass_case`): small seeded
+  tables made by tests/fixture_data.py, for the tests of the pipeline's mechanics, which
+  must not depend on the configured dataset.
+"""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -14,6 +24,7 @@ from src.features.build_features import build_features
 from src.models.artifact import make_bundle
 from src.models.train_model import train
 from src.utils import load_params
+from tests import fixture_data
 from tests.repo_tools import copy_repo, run, stages_run, venv_env  # noqa: F401 (re-export)
 
 
@@ -45,13 +56,71 @@ def train_bundle(params: dict, train_df: pd.DataFrame) -> dict:
         params, {"schema": schema, "preprocessor": preprocessor}, matrix, train_df
     )
     return make_bundle(
-        pipeline, schema, {"training_metrics": metrics, "classes": schema["classes"]}
+        pipeline, schema, {"training_metrics": metrics, "classes": schema.get("classes", [])}
     )
 
 
 @pytest.fixture(scope="session")
 def bundle(params, split) -> dict:
     return train_bundle(params, split[0])
+
+
+# -- fixture tables (tests of mechanics) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FixtureCase:
+    """A fixture table run through prepare + features + train in memory (do not modify)."""
+
+    task: str
+    params: dict[str, Any]
+    raw: pd.DataFrame
+    train: pd.DataFrame
+    test: pd.DataFrame
+    bundle: dict[str, Any]
+
+    @property
+    def target(self) -> str:
+        return self.params["data"]["target"]
+
+
+def make_fixture_case(task: str) -> FixtureCase:
+    params = fixture_data.make_params(task)
+    data = params["data"]
+    raw = fixture_data.make_table(task)
+    clean = validate_raw(raw, data["schema"], data["target"])
+    train, test = split_data(
+        clean,
+        data["target"],
+        params["split"]["test_size"],
+        params["base"]["random_state"],
+        stratify=task != "regression",
+    )
+    return FixtureCase(task, params, raw, train, test, train_bundle(params, train))
+
+
+class FixtureCases(dict):
+    """task -> FixtureCase, each built on first use and shared by the session."""
+
+    def __missing__(self, task: str) -> FixtureCase:
+        self[task] = make_fixture_case(task)
+        return self[task]
+
+
+@pytest.fixture(scope="session")
+def fixture_cases() -> FixtureCases:
+    return FixtureCases()
+
+
+@pytest.fixture(scope="session", params=fixture_data.CLASSIFICATION_TASKS)
+def classification_case(request, fixture_cases) -> FixtureCase:
+    """Each classification fixture in turn (binary, multiclass)."""
+    return fixture_cases[request.param]
+
+
+@pytest.fixture(scope="session")
+def multiclass_case(fixture_cases) -> FixtureCase:
+    return fixture_cases["multiclass"]
 
 
 # Whole-repo helpers live in tests/repo_tools.py (benchmarks use them too).

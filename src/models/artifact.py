@@ -8,6 +8,7 @@ not load it: it serves the ONNX export of it (the export stage, models/serving/)
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,15 @@ def load_model(path: Path | str) -> dict[str, Any]:
         raise ModelLoadError(f"model file is empty: {path}")
     try:
         bundle = joblib.load(path)
-    except (EOFError, pickle.UnpicklingError, ValueError, OSError, KeyError, IndexError) as exc:
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        OSError,
+        KeyError,
+        IndexError,
+        struct.error,  # how some truncated files fail (seen with a logistic_regression model)
+    ) as exc:
         raise ModelLoadError(
             f"model file is truncated or corrupt: {path} ({type(exc).__name__}: {exc})"
         ) from exc

@@ -1,8 +1,14 @@
-"""Fixtures for the predictor: a model trained in memory, exported to a tmp dir, and
-helpers to run the real gunicorn server on a free loopback port."""
+"""Fixtures for the predictor: models trained in memory and exported to a tmp dir, and
+helpers to run the real gunicorn server on a free loopback port.
+
+`serving_dir` is the CONFIGURED dataset's model (params.yaml); `fixture_serving_dir` is the
+multiclass fixture table's (tests/fixture_data.py), whose schema is known to hold every
+kind of feature (categorical and numeric, nullable and not), for the contract's mechanics.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -19,6 +25,7 @@ import pytest
 from flask_app import create_app
 from src.config import ROOT
 from src.models.export_model import export, frame_records
+from tests.conftest import train_bundle
 from tests.repo_tools import free_port
 
 PARITY_TOLERANCE = 1e-5
@@ -35,6 +42,30 @@ def serving_dir(bundle, split, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def test_records(bundle, split) -> list[dict]:
     return frame_records(split[1], bundle["schema"])
+
+
+# The contract does not depend on the model type, so the fixture model is the same whatever
+# `train:` in params.yaml says: a random forest with an odd number of trees and leaves of at
+# least 5 rows, which keeps exact probability ties (which float32 may break either way) out
+# of the small fixture table, so the tests can compare labels with scikit-learn's exactly.
+FIXTURE_SERVING_TRAIN = {"model_type": "random_forest", "n_estimators": 51, "min_samples_leaf": 5}
+
+
+@pytest.fixture(scope="session")
+def fixture_serving_bundle(multiclass_case) -> dict:
+    """The multiclass fixture table's model, trained in memory for the serving tests."""
+    params = copy.deepcopy(multiclass_case.params)
+    params["train"].update(FIXTURE_SERVING_TRAIN)
+    return train_bundle(params, multiclass_case.train)
+
+
+@pytest.fixture(scope="session")
+def fixture_serving_dir(fixture_serving_bundle, multiclass_case, tmp_path_factory) -> Path:
+    """`fixture_serving_bundle`, exported like `serving_dir`."""
+    out = tmp_path_factory.mktemp("fixture-serving") / "model"
+    frames = {"train": multiclass_case.train, "test": multiclass_case.test}
+    export(fixture_serving_bundle, out, frames, PARITY_TOLERANCE, "1" * 64)
+    return out
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from src.features.schema import to_model_frame
+from src.serving.model import ServingModel
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,20 @@ def browser():
     driver.quit()
 
 
-def test_form_predicts_like_sklearn(start_server, browser, serving_dir, bundle, tmp_path):
+def form_record(bundle, test_records, default_label) -> dict:
+    """A test-set record without nulls that the model does not answer with the class of the
+    form's pre-filled example: the answer shown must come from the values typed in."""
+    frame = to_model_frame(pd.DataFrame(test_records), bundle["schema"])
+    labels = bundle["pipeline"].predict(frame)
+    for record, label in zip(test_records, labels, strict=True):
+        if label != default_label and all(v is not None for v in record.values()):
+            return record
+    raise AssertionError(f"every complete test record is predicted {default_label!r}")
+
+
+def test_form_predicts_like_sklearn(
+    start_server, browser, serving_dir, bundle, test_records, tmp_path
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.select import Select
@@ -52,15 +66,10 @@ def test_form_predicts_like_sklearn(start_server, browser, serving_dir, bundle, 
     server = start_server(serving_dir)
     server.wait_ready()
     browser.get(server.url + "/")
-    assert "Predict species" in browser.title
-    record = {
-        "island": "Dream",
-        "bill_length_mm": 49.5,
-        "bill_depth_mm": 19.0,
-        "flipper_length_mm": 200.0,
-        "body_mass_g": 3800.0,
-        "sex": "male",
-    }
+    assert f"Predict {bundle['schema']['target']}" in browser.title
+    example = ServingModel.load(serving_dir, open_session=False).example_record()
+    default = bundle["pipeline"].predict(to_model_frame(pd.DataFrame([example]), bundle["schema"]))
+    record = form_record(bundle, test_records, default[0])
     for name, value in record.items():
         element = browser.find_element(By.NAME, name)
         if element.tag_name == "select":
@@ -74,18 +83,17 @@ def test_form_predicts_like_sklearn(start_server, browser, serving_dir, bundle, 
     )
     frame = to_model_frame(pd.DataFrame([record]), bundle["schema"])
     expected = bundle["pipeline"].predict(frame)[0]
-    assert expected == "Chinstrap"  # a bill this long and deep on Dream: not the default class
+    assert expected != default[0]  # not the pre-filled example's class
     assert shown.text == expected
     table = browser.find_element(By.ID, "probabilities").text
     assert all(c in table for c in bundle["schema"]["classes"])
     browser.save_screenshot(str(tmp_path / "form.png"))
 
     # A value the model refuses: the page shows the server's message naming the field.
-    mass = browser.find_element(By.NAME, "body_mass_g")
-    mass.clear()
-    mass.send_keys("1e39")
+    numeric = next(f["name"] for f in bundle["schema"]["features"] if f["type"] == "numeric")
+    field = browser.find_element(By.NAME, numeric)
+    field.clear()
+    field.send_keys("1e39")
     browser.find_element(By.ID, "predict-button").click()
-    WebDriverWait(browser, 15).until(
-        ec.text_to_be_present_in_element((By.ID, "result"), "body_mass_g")
-    )
+    WebDriverWait(browser, 15).until(ec.text_to_be_present_in_element((By.ID, "result"), numeric))
     assert "finite" in browser.find_element(By.ID, "result").text

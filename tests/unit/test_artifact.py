@@ -1,4 +1,7 @@
-"""The model artifact: written atomically, loaded with checks that name the problem."""
+"""The model artifact: written atomically, loaded with checks that name the problem.
+
+Mechanics: run on the multiclass fixture model (tests/fixture_data.py), not the configured
+dataset."""
 
 import joblib
 import pytest
@@ -6,10 +9,15 @@ import pytest
 from src.models.artifact import ModelLoadError, load_model, predict, save_model
 
 
-def test_round_trip_predicts_the_same(bundle, split, tmp_path):
+@pytest.fixture
+def bundle(multiclass_case):
+    return multiclass_case.bundle
+
+
+def test_round_trip_predicts_the_same(bundle, multiclass_case, tmp_path):
     path = save_model(bundle, tmp_path / "model.joblib")
     loaded = load_model(path)
-    test = split[1]
+    test = multiclass_case.test
     labels1, proba1 = predict(bundle, test)
     labels2, proba2 = predict(loaded, test)
     assert (labels1 == labels2).all()

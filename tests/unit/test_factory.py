@@ -17,7 +17,8 @@ def test_every_model_type_builds_and_fits(params, model_type):
 
 
 def test_params_reach_the_estimator(params):
-    rf = make_estimator({**params["train"], "n_estimators": 7, "max_depth": 3}, 1)
+    train = {**params["train"], "model_type": "random_forest", "n_estimators": 7, "max_depth": 3}
+    rf = make_estimator(train, 1)
     assert (rf.n_estimators, rf.max_depth, rf.random_state) == (7, 3, 1)
 
 

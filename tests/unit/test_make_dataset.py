@@ -5,67 +5,75 @@ import http.server
 import threading
 from functools import partial
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from src.data.make_dataset import download, load_source, read_table, split_data, validate_raw
 from src.utils import PipelineError
+from tests import fixture_data
 
-SCHEMA = {"species": "category", "island": "category", "mass": "float", "year": "int"}
+TASK = "multiclass"
+SCHEMA = fixture_data.data_schema(TASK)
+TARGET = fixture_data.TARGETS[TASK]
+N = 40
 
 
 def frame(**overrides):
-    data = {
-        "species": ["a", "b", "a", "b"],
-        "island": ["x", "y", None, "x"],
-        "mass": [1.0, 2.5, np.nan, 4.0],
-        "year": [2007, 2008, 2009, 2007],
-    }
-    data.update(overrides)
-    return pd.DataFrame(data)
+    """The multiclass fixture table (N rows), with some columns replaced."""
+    df = fixture_data.make_table(TASK, n_rows=N)
+    for column, values in overrides.items():
+        df[column] = values
+    return df
 
 
 def test_valid_frame_passes_with_normalised_types():
-    out = validate_raw(frame(), SCHEMA, "species")
-    assert out["mass"].dtype == "float64"
-    assert out["year"].tolist() == [2007.0, 2008.0, 2009.0, 2007.0]
-    assert out["island"].isna().sum() == 1
+    raw = frame()
+    out = validate_raw(raw, SCHEMA, TARGET)
+    assert list(out.columns) == list(SCHEMA)
+    assert out["size"].dtype == "float64"
+    assert out["count"].dtype == "float64"  # int columns are checked, then held as floats
+    assert out["count"].tolist() == [float(v) for v in raw["count"]]
+    for column in fixture_data.NULLABLE:
+        assert out[column].isna().sum() == raw[column].isna().sum() > 0
+    assert set(out["colour"].dropna()) == {"blue", "green", "red"}
 
 
 def test_missing_column_is_named():
-    with pytest.raises(PipelineError, match="missing column.*year"):
-        validate_raw(frame().drop(columns="year"), SCHEMA, "species")
+    with pytest.raises(PipelineError, match="missing column.*batch"):
+        validate_raw(frame().drop(columns="batch"), SCHEMA, TARGET)
 
 
 def test_wrong_type_names_column_and_values():
-    with pytest.raises(PipelineError, match=r"'mass': expected float.*'heavy'"):
-        validate_raw(frame(mass=["1.0", "heavy", None, "2"]), SCHEMA, "species")
+    values = ["1.0", "heavy", None] + ["2"] * (N - 3)
+    with pytest.raises(PipelineError, match=r"'size': expected float.*'heavy'"):
+        validate_raw(frame(size=values), SCHEMA, TARGET)
 
 
 def test_fractional_int_is_rejected():
-    with pytest.raises(PipelineError, match="'year': expected int, found fractional"):
-        validate_raw(frame(year=[2007.5, 2008, 2009, 2007]), SCHEMA, "species")
+    with pytest.raises(PipelineError, match="'count': expected int, found fractional"):
+        validate_raw(frame(count=[2.5] + [1] * (N - 1)), SCHEMA, TARGET)
 
 
 def test_empty_table_is_rejected():
     with pytest.raises(PipelineError, match="empty"):
-        validate_raw(frame().iloc[0:0], SCHEMA, "species")
+        validate_raw(frame().iloc[0:0], SCHEMA, TARGET)
 
 
 def test_all_null_target_is_rejected():
-    with pytest.raises(PipelineError, match="target column 'species' is null in every row"):
-        validate_raw(frame(species=[None] * 4), SCHEMA, "species")
+    with pytest.raises(PipelineError, match=f"target column '{TARGET}' is null in every row"):
+        validate_raw(frame(**{TARGET: [None] * N}), SCHEMA, TARGET)
 
 
 def test_rows_with_null_target_are_dropped():
-    out = validate_raw(frame(species=["a", None, "a", "b"]), SCHEMA, "species")
-    assert len(out) == 3
+    target = frame()[TARGET].tolist()
+    target[1] = target[5] = None
+    out = validate_raw(frame(**{TARGET: target}), SCHEMA, TARGET)
+    assert len(out) == N - 2
 
 
 def test_unknown_schema_type_is_rejected():
     with pytest.raises(PipelineError, match="unknown type"):
-        validate_raw(frame(), {**SCHEMA, "mass": "decimal"}, "species")
+        validate_raw(frame(), {**SCHEMA, "size": "decimal"}, TARGET)
 
 
 def test_split_is_stratified_seeded_and_disjoint():
@@ -87,8 +95,9 @@ def test_read_table_csv_and_parquet(tmp_path):
     df = frame()
     df.to_csv(tmp_path / "d.csv", index=False)
     df.to_parquet(tmp_path / "d.parquet")
-    assert read_table(tmp_path / "d.csv").shape == (4, 4)
-    assert read_table(tmp_path / "d.parquet")["mass"].isna().sum() == 1
+    assert read_table(tmp_path / "d.csv").shape == df.shape
+    parquet = read_table(tmp_path / "d.parquet")
+    assert parquet["size"].isna().sum() == df["size"].isna().sum() > 0
 
 
 def test_read_table_errors_name_the_file(tmp_path):
@@ -120,7 +129,7 @@ def test_url_source_downloads_and_verifies(http_server, tmp_path):
     frame().to_csv(www / "data.csv", index=False)
     digest = hashlib.sha256((www / "data.csv").read_bytes()).hexdigest()
     df = load_source(f"{base}/data.csv", digest, tmp_path / "raw")
-    assert len(df) == 4
+    assert len(df) == N
     assert (tmp_path / "raw" / "download" / "data.csv").read_bytes() == (
         www / "data.csv"
     ).read_bytes()
