@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from src.config import ROOT
-from src.data.make_dataset import load_source, split_data, validate_raw
+from src.data.make_dataset import clean_and_split, load_source
 from src.features.build_features import build_features
 from src.models.artifact import make_bundle
 from src.models.train_model import train
@@ -40,13 +40,8 @@ def raw_data(params, tmp_path_factory) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def split(params, raw_data) -> tuple[pd.DataFrame, pd.DataFrame]:
-    clean = validate_raw(raw_data, params["data"]["schema"], params["data"]["target"])
-    return split_data(
-        clean,
-        params["data"]["target"],
-        params["split"]["test_size"],
-        params["base"]["random_state"],
-    )
+    _, train, test = clean_and_split(raw_data, params)
+    return train, test
 
 
 def train_bundle(params: dict, train_df: pd.DataFrame) -> dict:
@@ -86,16 +81,8 @@ class FixtureCase:
 
 def make_fixture_case(task: str) -> FixtureCase:
     params = fixture_data.make_params(task)
-    data = params["data"]
     raw = fixture_data.make_table(task)
-    clean = validate_raw(raw, data["schema"], data["target"])
-    train, test = split_data(
-        clean,
-        data["target"],
-        params["split"]["test_size"],
-        params["base"]["random_state"],
-        stratify=task != "regression",
-    )
+    _, train, test = clean_and_split(raw, params)
     return FixtureCase(task, params, raw, train, test, train_bundle(params, train))
 
 

@@ -179,9 +179,7 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda p: df.to_csv(p, index=False))
 
 
-def prepare(params: dict[str, Any], raw_dir: Path, processed_dir: Path) -> dict[str, int]:
-    """Run the whole stage; return row counts."""
-    data = params["data"]
+def check_split_params(params: dict[str, Any]) -> None:
     test_size = params["split"]["test_size"]
     if (
         isinstance(test_size, bool)
@@ -191,8 +189,15 @@ def prepare(params: dict[str, Any], raw_dir: Path, processed_dir: Path) -> dict[
         raise PipelineError(
             f"split.test_size must be a fraction between 0 and 1, got {test_size!r}"
         )
-    raw = load_source(str(data["source"]), data.get("sha256"), raw_dir)
-    log.info("loaded %d rows x %d columns from %s", len(raw), raw.shape[1], data["source"])
+
+
+def clean_and_split(
+    raw: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(validated table, train, test): validate against data.schema, resolve the task,
+    split (stratified for classification). Raises PipelineError naming the problem."""
+    data = params["data"]
+    check_split_params(params)
     clean = validate_raw(raw, data["schema"], data["target"])
     task = resolve_task(data, clean[data["target"]])
     log.info("task: %s (data.task: %s)", task, data.get("task") or "auto")
@@ -203,6 +208,16 @@ def prepare(params: dict[str, Any], raw_dir: Path, processed_dir: Path) -> dict[
         params["base"]["random_state"],
         stratify=task != "regression",
     )
+    return clean, train, test
+
+
+def prepare(params: dict[str, Any], raw_dir: Path, processed_dir: Path) -> dict[str, int]:
+    """Run the whole stage; return row counts."""
+    data = params["data"]
+    check_split_params(params)
+    raw = load_source(str(data["source"]), data.get("sha256"), raw_dir)
+    log.info("loaded %d rows x %d columns from %s", len(raw), raw.shape[1], data["source"])
+    clean, train, test = clean_and_split(raw, params)
     write_csv(clean, raw_dir / "dataset.csv")
     write_csv(train, processed_dir / "train.csv")
     write_csv(test, processed_dir / "test.csv")

@@ -109,6 +109,26 @@ def write_results(
         (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
+def write_plot_data(plots: Path) -> None:
+    """Classification plot data as the evaluate stage writes it, for classes a and b
+    (made here, so the report tests do not depend on the configured dataset)."""
+    actual = ["a", "a", "a", "b", "b", "b"]
+    predicted = ["a", "a", "b", "b", "b", "a"]
+    plots.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{x},{y}\n" for x, y in zip(actual, predicted, strict=True))
+    (plots / "confusion_matrix.csv").write_text("actual,predicted\n" + rows)
+    (plots / "feature_importance.csv").write_text(
+        "feature,importance,std\nsize,0.3,0.05\ncolour,0.1,0.02\n"
+    )
+    for name, header, points in (
+        ("roc", "fpr,tpr", ["0.0,0.0", "0.33,0.67", "1.0,1.0"]),
+        ("precision_recall", "recall,precision", ["1.0,0.5", "0.67,0.67", "0.0,1.0"]),
+    ):
+        for cls in ("a", "b"):
+            (plots / name).mkdir(exist_ok=True)
+            (plots / name / f"{cls}.csv").write_text("\n".join([header, *points]) + "\n")
+
+
 def make_repo(
     path: Path,
     base_has_metrics: bool = True,
@@ -126,7 +146,7 @@ def make_repo(
     """
     path.mkdir(parents=True)
     shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "plots", path / "plots", ignore=shutil.ignore_patterns("images"))
+    write_plot_data(path / "plots")
     base_params = params() if base_params is None else base_params
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.email", "test@example.com")
@@ -141,7 +161,7 @@ def make_repo(
 
     git(path, "checkout", "-q", "-b", "pr")
     if not (path / "plots").exists():
-        shutil.copytree(ROOT / "plots", path / "plots", ignore=shutil.ignore_patterns("images"))
+        write_plot_data(path / "plots")
     if pr_params is None:
         pr_params = copy.deepcopy(base_params)
         pr_params["train"]["n_estimators"] = 50
