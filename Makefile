@@ -90,8 +90,9 @@ serve: $(RUN_STAMP) ## Serve models/serving with gunicorn on http://127.0.0.1:80
 	@test -f models/serving/model.json || { echo "models/serving/ missing: run make repro"; exit 1; }
 	HOST=$${HOST:-127.0.0.1} gunicorn -c gunicorn.conf.py
 
-bench-serve: $(DEV_STAMP) ## Predictor vs `mlflow models serve`; writes reports/bench/serve.json
+bench-serve: $(DEV_STAMP) ## Predictor vs `mlflow models serve`, configured data + a regression set; reports/bench/serve*.json
 	python -m benchmarks.serve
+	python -m benchmarks.serve --dataset diabetes --out reports/bench/serve-diabetes.json
 
 clean: ## Remove caches and local reports (keeps .venv, data, models and MLflow runs)
 	rm -rf .pytest_cache .ruff_cache reports build *.egg-info

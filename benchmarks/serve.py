@@ -197,12 +197,35 @@ def distinct_rows(frame: Any, n: int, schema: dict) -> list[dict]:
     return json.loads(rows.to_json(orient="records"))
 
 
+def in_configured_copy(name: str, args: argparse.Namespace) -> int:
+    """Configure a copy of the repo for dataset `name` as a fork would, `dvc repro` it
+    (training logs its model to the copy's MLflow store), and run this benchmark there."""
+    from tests.repo_tools import copy_repo, run, venv_env
+    from tests.run_on_dataset import DATASETS, configure
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-serve-{name}-") as tmp:
+        repo = copy_repo(Path(tmp) / "repo")
+        env = venv_env(repo)
+        configure(repo, DATASETS[name], env)
+        run(["dvc", "repro"], repo, env)
+        cmd = [sys.executable, "-m", "benchmarks.serve", "--rounds", str(args.rounds)]
+        cmd += ["--seconds", str(args.seconds), "--out", str(args.out.resolve())]
+        return subprocess.run(cmd, cwd=repo, env=env).returncode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
     parser.add_argument("--out", type=Path, default=REPORTS_DIR / "bench" / "serve.json")
+    parser.add_argument(
+        "--dataset",
+        help="a dataset of tests/run_on_dataset.py (e.g. diabetes, regression): benchmark "
+        "it in a configured copy of the repo instead of the configured data",
+    )
     args = parser.parse_args()
+    if args.dataset:
+        raise SystemExit(in_configured_copy(args.dataset, args))
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: run scripts/ci/install-system-deps.sh (apt wrk)")
 

@@ -29,13 +29,14 @@ COLOURS = [f"colour {i}" for i in range(8)]  # more than a 422 lists
 
 
 def table(task: str, n: int = 240, seed: int = 0) -> pd.DataFrame:
-    """Two numeric features (one with nulls), one categorical (with nulls), a target."""
+    """Two numeric features (one with nulls), one categorical (with nulls), a target; the
+    names have a space, a slash and a non-ASCII letter, as a fork's columns may."""
     rng = np.random.default_rng(seed)
     x1 = rng.normal(size=n)
     x2 = rng.uniform(0, 10, size=n)
     colour = rng.choice(COLOURS, size=n)
     signal = 2 * x1 + 0.3 * x2 + np.isin(colour, COLOURS[:4])
-    df = pd.DataFrame({"x 1": x1, "x/2": x2, "Farbe": colour})
+    df = pd.DataFrame({"x 1": x1, "x/2": x2, "Färbung": colour})
     if task == "regression":
         df["target"] = 10 + 3 * signal + rng.normal(scale=0.3, size=n)
     elif task == "binary":
@@ -43,7 +44,7 @@ def table(task: str, n: int = 240, seed: int = 0) -> pd.DataFrame:
     else:
         df["target"] = pd.cut(signal, 3, labels=["low", "mid", "high"]).astype(str)
     df.loc[rng.random(n) < 0.1, "x/2"] = np.nan
-    df.loc[rng.random(n) < 0.1, "Farbe"] = None
+    df.loc[rng.random(n) < 0.1, "Färbung"] = None
     return df
 
 
@@ -62,7 +63,7 @@ def task_params(
         "schema": {
             "x 1": "float",
             "x/2": "float",
-            "Farbe": "category",
+            "Färbung": "category",
             "target": "float" if task == "regression" else "category",
         },
     }
@@ -179,13 +180,13 @@ def test_a_scaler_ahead_of_a_linear_model_exports_with_parity(task, tmp_path):
 def test_unknown_categories_ignored_everywhere(tmp_path):
     params, bundle, _, test_df = fit("binary", unknown="ignore")
     test_df = test_df.copy()
-    test_df.loc[test_df.index[:3], "Farbe"] = "a colour never seen"
+    test_df.loc[test_df.index[:3], "Färbung"] = "a colour never seen"
     scores = evaluate(bundle, test_df, params, tmp_path / "plots")
     assert scores["n_unknown_category_rows"] == 3 and scores["n_test"] == len(test_df)
     export(bundle, tmp_path / "serving", {"test": test_df}, 1e-5)
     client = create_app({"MODEL_DIR": str(tmp_path / "serving")}).test_client()
     record = ServingModel.load(tmp_path / "serving").example_record()
-    response = client.post("/predict", json=dict(record, Farbe="a colour never seen"))
+    response = client.post("/predict", json={**record, "Färbung": "a colour never seen"})
     assert response.status_code == 200
     save_model(bundle, tmp_path / "model.joblib")
     test_df.to_csv(tmp_path / "in.csv", index=False)
@@ -196,23 +197,23 @@ def test_unknown_categories_ignored_everywhere(tmp_path):
 def test_unknown_categories_rejected_everywhere(tmp_path):
     params, bundle, train_df, test_df = fit("multiclass", unknown="reject")
     test_df = test_df.copy()
-    test_df.loc[test_df.index[:3], "Farbe"] = "a colour never seen"
+    test_df.loc[test_df.index[:3], "Färbung"] = "a colour never seen"
     scores = evaluate(bundle, test_df, params, tmp_path / "plots")
     assert scores["n_unknown_category_rows"] == 3 and scores["n_test"] == len(test_df) - 3
 
     export(bundle, tmp_path / "serving", {"train": train_df}, 1e-5)
     client = create_app({"MODEL_DIR": str(tmp_path / "serving")}).test_client()
     record = ServingModel.load(tmp_path / "serving").example_record()
-    response = client.post("/predict", json=dict(record, Farbe="a colour never seen"))
+    response = client.post("/predict", json={**record, "Färbung": "a colour never seen"})
     assert response.status_code == 422
     (detail,) = response.get_json()["error"]["details"]
-    assert detail["field"] == "Farbe"
+    assert detail["field"] == "Färbung"
     assert "'colour 0'" in detail["problem"] and "and 3 more" in detail["problem"]
     assert "colour 7" not in detail["problem"]  # a few allowed values, then a count
 
     save_model(bundle, tmp_path / "model.joblib")
     test_df.to_csv(tmp_path / "in.csv", index=False)
-    with pytest.raises(PipelineError, match="Farbe: unknown categories 'a colour never seen'"):
+    with pytest.raises(PipelineError, match="Färbung: unknown categories 'a colour never seen'"):
         predict_file(tmp_path / "in.csv", tmp_path / "model.joblib", tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
 
