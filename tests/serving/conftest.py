@@ -3,7 +3,9 @@ helpers to run the real gunicorn server on a free loopback port.
 
 `serving_dir` is the CONFIGURED dataset's model (params.yaml); `fixture_serving_dir` is the
 multiclass fixture table's (tests/fixture_data.py), whose schema is known to hold every
-kind of feature (categorical and numeric, nullable and not), for the contract's mechanics.
+kind of feature (categorical and numeric, nullable and not), for the contract's mechanics;
+`regression_serving_dir` is the regression fixture table's, so a regressor's answers are
+checked whatever task params.yaml configures.
 """
 
 from __future__ import annotations
@@ -25,17 +27,28 @@ import pytest
 from flask_app import create_app
 from src.config import ROOT
 from src.models.export_model import export, frame_records
+from src.tasks import schema_task
 from tests.conftest import train_bundle
 from tests.repo_tools import free_port
 
-PARITY_TOLERANCE = 1e-5
+PARITY_TOLERANCE = 1e-5  # classification: largest served - scikit-learn probability gap
+
+
+def parity_tolerance(params: dict, schema: dict) -> float:
+    """The export's parity tolerance for the model's task: PARITY_TOLERANCE on probabilities
+    (classification); params.yaml's `export.max_rel_diff`, a share of the standard deviation
+    of the predictions (regression)."""
+    if schema_task(schema).is_classifier:
+        return PARITY_TOLERANCE
+    return float(params["export"]["max_rel_diff"])
 
 
 @pytest.fixture(scope="session")
-def serving_dir(bundle, split, tmp_path_factory) -> Path:
+def serving_dir(bundle, split, params, tmp_path_factory) -> Path:
     """The session's in-memory model, exported as the pipeline's export stage does."""
     out = tmp_path_factory.mktemp("serving") / "model"
-    export(bundle, out, {"train": split[0], "test": split[1]}, PARITY_TOLERANCE, "0" * 64)
+    tolerance = parity_tolerance(params, bundle["schema"])
+    export(bundle, out, {"train": split[0], "test": split[1]}, tolerance, "0" * 64)
     return out
 
 
@@ -65,6 +78,26 @@ def fixture_serving_dir(fixture_serving_bundle, multiclass_case, tmp_path_factor
     out = tmp_path_factory.mktemp("fixture-serving") / "model"
     frames = {"train": multiclass_case.train, "test": multiclass_case.test}
     export(fixture_serving_bundle, out, frames, PARITY_TOLERANCE, "1" * 64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def regression_serving_bundle(fixture_cases) -> dict:
+    """The regression fixture table's model, trained in memory for the serving tests."""
+    case = fixture_cases["regression"]
+    params = copy.deepcopy(case.params)
+    params["train"].update(FIXTURE_SERVING_TRAIN)
+    return train_bundle(params, case.train)
+
+
+@pytest.fixture(scope="session")
+def regression_serving_dir(regression_serving_bundle, fixture_cases, tmp_path_factory) -> Path:
+    """`regression_serving_bundle`, exported like `serving_dir`."""
+    case = fixture_cases["regression"]
+    out = tmp_path_factory.mktemp("regression-serving") / "model"
+    tolerance = parity_tolerance(case.params, regression_serving_bundle["schema"])
+    frames = {"train": case.train, "test": case.test}
+    export(regression_serving_bundle, out, frames, tolerance, "2" * 64)
     return out
 
 

@@ -1,12 +1,16 @@
 """Every endpoint of the predictor and the whole input contract, with the Flask test client.
 
-Two models, both trained in memory and exported like the pipeline's export stage does:
+Three models, all trained in memory and exported like the pipeline's export stage does:
 - the CONFIGURED dataset's (`client`, `bundle`, `record`): the endpoints and parity with
   scikit-learn; every request is built from its stored schema (the example record, rows of
   the test set), never written by hand;
 - the multiclass FIXTURE table's (tests/fixture_data.py): the contract's mechanics, on a
-  schema known to hold categorical and numeric features, nullable and not.
-Tests taking `served` run on both.
+  schema known to hold categorical and numeric features, nullable and not;
+- the regression FIXTURE table's: the endpoints' answers for a regressor, whatever task
+  params.yaml configures.
+Tests taking `served` run on the first two, tests taking `endpoint` on the configured and the
+regression models, tests taking `any_model` on all three. What the task changes (labels and
+probabilities, or numbers; classes in /metadata and /metrics) comes from the model's task.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from flask_app import ConfigError, ModelLoadError, create_app
 from src.features.schema import to_model_frame
 from src.models.export_model import frame_records
 from src.serving.model import ServingModel
-from tests.serving.conftest import PARITY_TOLERANCE
+from src.tasks import schema_task
+from tests.serving.conftest import parity_tolerance
 
 UNKNOWN_FIELD = "not_a_feature"
 
@@ -42,10 +47,41 @@ class Served:
     serving_dir: Path
     bundle: dict[str, Any]
     test_records: list[dict[str, Any]]
+    tolerance: float  # the export's parity tolerance for the task (conftest.parity_tolerance)
+    model_sha256: str  # what the export recorded as the joblib file's hash
 
     @property
     def schema(self) -> dict[str, Any]:
         return self.bundle["schema"]
+
+    @property
+    def is_classifier(self) -> bool:
+        return schema_task(self.schema).is_classifier
+
+    @cached_property
+    def prediction_scale(self) -> float:
+        """Regression: the standard deviation of scikit-learn's predictions on the test
+        records (or 1 when constant), the scale `export.max_rel_diff` is a share of."""
+        values, _ = sklearn_predict(self.bundle, self.test_records)
+        return float(np.std(values)) or 1.0
+
+    def assert_matches_sklearn(self, body: dict[str, Any], records: list[dict]) -> None:
+        """`body` is /predict's answer for `records`, equal to scikit-learn's: the same
+        labels and probabilities within the tolerance (classification), numbers within
+        tolerance x the predictions' standard deviation (regression)."""
+        expected, proba = sklearn_predict(self.bundle, records)
+        if self.is_classifier:
+            assert set(body) == {"predictions", "probabilities"}, sorted(body)
+            assert body["predictions"] == expected
+            assert all(list(p) == self.schema["classes"] for p in body["probabilities"])
+            assert np.abs(served_proba(body) - proba).max() <= self.tolerance
+            return
+        assert set(body) == {"predictions"}, sorted(body)
+        values = body["predictions"]
+        assert len(values) == len(records)
+        assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        gap = np.abs(np.asarray(values, dtype=np.float64) - np.asarray(expected))
+        assert gap.max() <= self.tolerance * self.prediction_scale, (gap.max(), self.tolerance)
 
     @property
     def features(self) -> list[dict[str, Any]]:
@@ -68,17 +104,21 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def configured(serving_dir, bundle, test_records) -> Served:
-    return Served(serving_dir, bundle, test_records)
+def configured(serving_dir, bundle, test_records, params) -> Served:
+    tolerance = parity_tolerance(params, bundle["schema"])
+    return Served(serving_dir, bundle, test_records, tolerance, "0" * 64)
 
 
 @pytest.fixture(scope="module")
 def mixed(fixture_serving_dir, fixture_serving_bundle, multiclass_case) -> Served:
     """The fixture model: its schema has each kind of feature (checked here)."""
+    schema = fixture_serving_bundle["schema"]
     served = Served(
         fixture_serving_dir,
         fixture_serving_bundle,
-        frame_records(multiclass_case.test, fixture_serving_bundle["schema"]),
+        frame_records(multiclass_case.test, schema),
+        parity_tolerance(multiclass_case.params, schema),
+        "1" * 64,
     )
     for kind in ("numeric", "categorical"):
         for nullable in (True, False):
@@ -86,8 +126,33 @@ def mixed(fixture_serving_dir, fixture_serving_bundle, multiclass_case) -> Serve
     return served
 
 
+@pytest.fixture(scope="module")
+def regression(regression_serving_dir, regression_serving_bundle, fixture_cases) -> Served:
+    """The regression fixture table's model."""
+    case, schema = fixture_cases["regression"], regression_serving_bundle["schema"]
+    served = Served(
+        regression_serving_dir,
+        regression_serving_bundle,
+        frame_records(case.test, schema),
+        parity_tolerance(case.params, schema),
+        "2" * 64,
+    )
+    assert not served.is_classifier
+    return served
+
+
 @pytest.fixture(scope="module", params=["configured", "mixed"])
 def served(request) -> Served:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module", params=["configured", "regression"])
+def endpoint(request) -> Served:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module", params=["configured", "mixed", "regression"])
+def any_model(request) -> Served:
     return request.getfixturevalue(request.param)
 
 
@@ -121,8 +186,13 @@ def assert_client_error(response, status, field=None, problem=None):
 
 
 def sklearn_predict(bundle, records):
+    """scikit-learn's (labels, probabilities) for classification, (values, None) for
+    regression."""
     frame = to_model_frame(pd.DataFrame(records), bundle["schema"])
-    return bundle["pipeline"].predict(frame).tolist(), bundle["pipeline"].predict_proba(frame)
+    pipeline = bundle["pipeline"]
+    if not schema_task(bundle["schema"]).is_classifier:
+        return pipeline.predict(frame).astype(np.float64).tolist(), None
+    return pipeline.predict(frame).tolist(), pipeline.predict_proba(frame)
 
 
 def served_proba(body) -> np.ndarray:
@@ -149,44 +219,45 @@ def test_ready_is_503_when_the_model_cannot_score(app, client, monkeypatch):
     assert client.get("/health").status_code == 200  # liveness does no model work
 
 
-def test_metadata_identifies_the_model(client, bundle):
-    meta = client.get("/metadata").get_json()
-    assert meta["model_sha256"] == "0" * 64  # the joblib hash the export stage recorded
+def test_metadata_identifies_the_model(endpoint):
+    meta = endpoint.client().get("/metadata").get_json()
+    bundle = endpoint.bundle
+    assert meta["model_sha256"] == endpoint.model_sha256  # the joblib hash the export recorded
     assert len(meta["onnx_sha256"]) == 64
     assert "git_commit" in meta
     assert meta["training_metrics"] == bundle["metadata"]["training_metrics"]
-    assert meta["classes"] == bundle["schema"]["classes"]
+    assert meta["task"] == bundle["schema"]["task"]
+    if endpoint.is_classifier:
+        assert meta["classes"] == bundle["schema"]["classes"]
+    else:
+        assert not meta.get("classes"), meta.get("classes")  # a regressor has none
     assert meta["schema"] == bundle["schema"]
 
 
-def test_predict_one_record_matches_sklearn(client, bundle, record):
-    response = post(client, record)
+def test_predict_one_record_matches_sklearn(endpoint):
+    response = post(endpoint.client(), endpoint.record)
     assert response.status_code == 200
-    body = response.get_json()
-    labels, proba = sklearn_predict(bundle, [record])
-    assert body["predictions"] == labels
-    assert list(body["probabilities"][0]) == bundle["schema"]["classes"]
-    assert np.abs(served_proba(body) - proba).max() <= PARITY_TOLERANCE
+    endpoint.assert_matches_sklearn(response.get_json(), [endpoint.record])
 
 
-def test_predict_batch_matches_sklearn_on_the_test_set(served):
-    client = served.client()
-    nullable = [f["name"] for f in served.features if f["nullable"]]
-    records = served.test_records + [
-        {**r, **dict.fromkeys(nullable)} for r in served.test_records[:20]
+def test_predict_batch_matches_sklearn_on_the_test_set(any_model):
+    client = any_model.client()
+    nullable = [f["name"] for f in any_model.features if f["nullable"]]
+    records = any_model.test_records + [
+        {**r, **dict.fromkeys(nullable)} for r in any_model.test_records[:20]
     ]
     response = post(client, {"instances": records})
     assert response.status_code == 200
-    body = response.get_json()
-    labels, proba = sklearn_predict(served.bundle, records)
-    assert body["predictions"] == labels
-    assert np.abs(served_proba(body) - proba).max() <= PARITY_TOLERANCE
+    any_model.assert_matches_sklearn(response.get_json(), records)
 
 
-def test_metrics_count_requests_and_predictions(client, record, test_records):
+def test_metrics_count_requests_and_predictions(endpoint):
+    """Requests by endpoint and status; predicted records by class (classification only:
+    a regressor's answers have no class to count)."""
+    client, record = endpoint.client(), endpoint.record
     for _ in range(3):
         assert post(client, record).status_code == 200
-    assert post(client, {"instances": [record, test_records[0]]}).status_code == 200
+    assert post(client, {"instances": [record, endpoint.test_records[0]]}).status_code == 200
     assert post(client, {**record, UNKNOWN_FIELD: 1}).status_code == 422
     client.get("/nope")
     response = client.get("/metrics")
@@ -205,17 +276,26 @@ def test_metrics_count_requests_and_predictions(client, record, test_records):
         ]
         == "4"
     )
-    predicted = sum(
-        float(v) for k, v in samples.items() if k.startswith("mloperation_predictions_total")
-    )
-    assert predicted == 5  # records, not requests
+    predicted = {k: v for k, v in samples.items() if k.startswith("mloperation_predictions_total")}
+    if endpoint.is_classifier:
+        escape = {ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n"}  # label values
+        classes = endpoint.schema["classes"]
+        names = {f'mloperation_predictions_total{{class="{c.translate(escape)}"}}' for c in classes}
+        assert set(predicted) == names
+        assert sum(float(v) for v in predicted.values()) == 5  # records, not requests
+    else:
+        assert predicted == {}
     assert "# TYPE mloperation_request_duration_seconds histogram" in text
 
 
-def test_constant_model_switch_keeps_the_contract(configured, record, test_records):
-    client = configured.client(CONSTANT_MODEL="1")
-    body = post(client, {"instances": [record, test_records[0]]}).get_json()
-    assert body["predictions"] == [configured.schema["classes"][0]] * 2
+def test_constant_model_switch_keeps_the_contract(endpoint):
+    client, record = endpoint.client(CONSTANT_MODEL="1"), endpoint.record
+    body = post(client, {"instances": [record, endpoint.test_records[0]]}).get_json()
+    if endpoint.is_classifier:
+        assert body["predictions"] == [endpoint.schema["classes"][0]] * 2
+        assert [list(p) for p in body["probabilities"]] == [endpoint.schema["classes"]] * 2
+    else:
+        assert body == {"predictions": [0.0, 0.0]}  # numbers, as a regressor answers
     assert client.get("/metadata").get_json()["constant_model"] is True
     assert_client_error(post(client, {**record, UNKNOWN_FIELD: 1}), 422, UNKNOWN_FIELD)
 

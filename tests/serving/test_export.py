@@ -2,8 +2,10 @@
 before they are written; and the server-side loader's start-up checks.
 
 The conversion's mechanics run on the fixture tables (tests/fixture_data.py: binary and
-multiclass, categorical and numeric features with nulls); the configured dataset's model
-(`bundle`, `serving_dir`) is exported and checked as well."""
+multiclass, categorical and numeric features with nulls; regression's in
+tests/unit/test_task_pipeline.py); the configured dataset's model (`bundle`, `serving_dir`)
+is exported and checked as well, with the parity figures of its task: labels and
+probabilities (classification), values relative to the predictions' spread (regression)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from sklearn.pipeline import Pipeline
 
 from src.models import export_model
 from src.models.export_model import (
+    ONNX_PROBABILITIES,
+    ONNX_VALUES,
     check_parity,
     export,
     export_metrics,
@@ -26,9 +30,33 @@ from src.models.export_model import (
 )
 from src.models.factory import MODEL_BUILDERS
 from src.serving.model import PROBA_DECIMALS, ModelLoadError, ServingModel
+from src.tasks import schema_task
 from src.utils import PipelineError
 from tests.conftest import train_bundle
-from tests.serving.conftest import PARITY_TOLERANCE
+from tests.serving.conftest import PARITY_TOLERANCE, parity_tolerance
+
+CLASSIFICATION_FIGURES = {"label_mismatches", "max_abs_proba_diff"}
+REGRESSION_FIGURES = {"max_abs_diff", "max_rel_diff"}
+
+
+def assert_parity(figures: dict, schema: dict, tolerance: float) -> None:
+    """The parity figures of the model's task, within `tolerance`: no label differs and
+    probabilities within it (classification); values within it, as a share of the
+    predictions' standard deviation (regression). Each task reports only its own figures."""
+    is_classifier = schema_task(schema).is_classifier
+    own, other = (
+        (CLASSIFICATION_FIGURES, REGRESSION_FIGURES)
+        if is_classifier
+        else (REGRESSION_FIGURES, CLASSIFICATION_FIGURES)
+    )
+    for name, f in figures.items():
+        assert own <= set(f) and not other & set(f), (name, sorted(f))
+        if is_classifier:
+            assert f["label_mismatches"] == 0, (name, f)
+            assert f["max_abs_proba_diff"] <= tolerance, (name, f)
+        else:
+            assert f["max_rel_diff"] <= tolerance, (name, f)
+            assert 0 <= f["max_abs_diff"] < float("inf"), (name, f)
 
 
 @pytest.mark.parametrize("model_type", sorted(MODEL_BUILDERS))
@@ -69,20 +97,28 @@ def test_the_configured_model_exports_with_parity(bundle, split, params, tmp_pat
         "test": split[1],
         "probe": probe_frame(bundle["schema"], 500, seed=1),
     }
-    tolerance = float(params["export"]["max_abs_proba_diff"])
+    # what the export stage checks: export.max_abs_proba_diff or export.max_rel_diff
+    key = "max_abs_proba_diff" if schema_task(bundle["schema"]).is_classifier else "max_rel_diff"
+    tolerance = float(params["export"][key])
     figures = export(bundle, tmp_path / "serving", frames, tolerance)
-    for name, f in figures.items():
-        assert f["label_mismatches"] == 0, (name, f)
-        assert f["max_abs_proba_diff"] <= tolerance, (name, f)
+    assert set(figures) == set(frames)
+    assert_parity(figures, bundle["schema"], tolerance)
 
 
-def test_export_writes_manifest_and_onnx(bundle, split, tmp_path):
+def test_export_writes_manifest_and_onnx(bundle, split, params, tmp_path):
     out = tmp_path / "serving"
-    export(bundle, out, {"test": split[1]}, PARITY_TOLERANCE, model_sha256="ab" * 32)
+    tolerance = parity_tolerance(params, bundle["schema"])
+    export(bundle, out, {"test": split[1]}, tolerance, model_sha256="ab" * 32)
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx"]
     assert stat.S_IMODE(out.stat().st_mode) == 0o755  # readable by a non-root server user
     manifest = json.loads((out / "model.json").read_text())
-    assert manifest["classes"] == bundle["schema"]["classes"]
+    assert manifest["task"] == bundle["schema"]["task"]
+    if schema_task(bundle["schema"]).is_classifier:
+        assert manifest["classes"] == bundle["schema"]["classes"]
+        assert manifest["onnx"]["output"] == ONNX_PROBABILITIES
+    else:
+        assert "classes" not in manifest  # a regressor has none
+        assert manifest["onnx"]["output"] == ONNX_VALUES
     assert manifest["schema"] == bundle["schema"]
     assert manifest["model"]["model_sha256"] == "ab" * 32
     assert manifest["model"]["training_metrics"] == bundle["metadata"]["training_metrics"]
@@ -235,12 +271,20 @@ def test_probe_records_cover_the_schema(which, bundle, multiclass_case):
     assert probe_frame(bundle["schema"], 50, seed=3).equals(probe_frame(bundle["schema"], 50, 3))
 
 
-def test_export_metrics_are_flat_numbers(bundle, split, serving_dir):
+def test_export_metrics_are_flat_numbers(bundle, split, params, serving_dir):
     served = ServingModel.load(serving_dir)
     figures = {"test": check_parity(bundle["pipeline"], served, split[1], bundle["schema"])}
-    metrics = export_metrics(figures, PARITY_TOLERANCE)
+    tolerance = parity_tolerance(params, bundle["schema"])
+    metrics = export_metrics(figures, tolerance)
+    assert metrics["parity_tolerance"] == tolerance
     assert metrics["test_rows"] == len(split[1])
-    assert metrics["test_label_mismatches"] == 0
+    if schema_task(bundle["schema"]).is_classifier:
+        assert metrics["test_label_mismatches"] == 0
+        assert metrics["test_max_abs_proba_diff"] <= tolerance
+        assert "test_max_rel_diff" not in metrics
+    else:  # regression: the relative gap only (metrics/export.json's regression figure)
+        assert metrics["test_max_rel_diff"] <= tolerance
+        assert not {"test_label_mismatches", "test_max_abs_proba_diff"} & set(metrics)
     assert all(isinstance(v, int | float) for v in metrics.values())
 
 
