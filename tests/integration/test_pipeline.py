@@ -9,12 +9,14 @@ import json
 import shutil
 import sqlite3
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from src.data.make_dataset import load_source
 from src.models.artifact import load_model
+from src.tasks import schema_task
 from tests.conftest import copy_repo, run, stages_run
 from tests.expectations import gate_bounds
 
@@ -57,29 +59,25 @@ def test_repro_writes_model_metrics_plots_and_mlflow_run(pipeline_repo):
     repo = pipeline_repo
     assert (repo / "models" / "model.joblib").stat().st_size > 0
     scores = json.loads((repo / "metrics" / "scores.json").read_text())
-    for key in (
-        "accuracy",
-        "balanced_accuracy",
-        "f1_macro",
-        "roc_auc_ovr",
-        "log_loss",
-        "cv_accuracy_mean",
-        "cv_accuracy_std",
-    ):
-        assert key in scores
+    schema = repo_schema(repo)
+    task = schema_task(schema)
+    for key in task.cv_scoring:  # the task's metrics, on the test set and cross-validated
+        assert {key, f"cv_{key}_mean", f"cv_{key}_std"} <= set(scores), key
     assert_meets_gate_minimums(scores, repo_params(repo))
-    for name in (
-        "confusion_matrix.csv",
-        "feature_importance.csv",
-        "images/roc.png",
-        "images/confusion_matrix.png",
-    ):
-        assert (repo / "plots" / name).stat().st_size > 0, name
-    n_classes = len(repo_schema(repo)["classes"])
-    for curves in ("roc", "precision_recall"):  # one file per class
-        files = sorted((repo / "plots" / curves).glob("*.csv"))
-        assert len(files) == n_classes and all(f.stat().st_size > 0 for f in files), files
-    assert (repo / "plots" / "images" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    plots = repo / "plots"
+    assert (plots / "feature_importance.csv").stat().st_size > 0
+    assert (plots / "images" / "feature_importance.png").read_bytes()[:4] == b"\x89PNG"
+    if task.is_classifier:
+        for name in ("confusion_matrix.csv", "images/roc.png", "images/confusion_matrix.png"):
+            assert (plots / name).stat().st_size > 0, name
+        for curves in ("roc", "precision_recall"):  # one file per class
+            files = sorted((plots / curves).glob("*.csv"))
+            assert len(files) == len(schema["classes"]), files
+            assert all(f.stat().st_size > 0 for f in files), files
+    else:
+        for name in ("predictions.csv", "images/predicted_vs_actual.png", "images/residuals.png"):
+            assert (plots / name).stat().st_size > 0, name
+        assert not (plots / "confusion_matrix.csv").exists()
     with sqlite3.connect(repo / "mlflow.db") as db:
         (runs,) = db.execute("select count(*) from runs where status='FINISHED'").fetchone()
     assert runs == 1
@@ -92,9 +90,13 @@ def test_metrics_and_plots_work_with_dvc_commands(pipeline_repo):
     assert scores == json.loads((pipeline_repo / "metrics" / "scores.json").read_text())
     assert_meets_gate_minimums(scores, repo_params(pipeline_repo))
     plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline_repo).stdout)
-    roc = sorted(p.relative_to(pipeline_repo) for p in (pipeline_repo / "plots/roc").glob("*"))
-    assert roc and all(str(p) in plots["data"] for p in roc)
-    assert "Confusion matrix" in plots["data"]
+    assert "Feature importance" in plots["data"]
+    if "classes" in repo_schema(pipeline_repo):
+        roc = sorted(p.relative_to(pipeline_repo) for p in (pipeline_repo / "plots/roc").glob("*"))
+        assert roc and all(str(p) in plots["data"] for p in roc)
+        assert "Confusion matrix" in plots["data"]
+    else:
+        assert "Predicted vs actual" in plots["data"]
 
 
 def test_second_repro_is_a_no_op(pipeline_repo):
@@ -123,9 +125,13 @@ def test_forced_repro_is_byte_identical(pipeline_repo, tmp_path):
     proc = run(["dvc", "repro", "-f"], repo)
     assert stages_run(proc.stdout) == ["prepare", "features", "train", "export", "evaluate"]
     assert (repo / "metrics" / "scores.json").read_bytes() == first
-    curves = [str(p.relative_to(repo / "plots")) for p in (repo / "plots" / "roc").glob("*")]
-    assert curves
-    for name in ("confusion_matrix.csv", *curves, "feature_importance.csv", "images/roc.png"):
+    written = sorted(
+        str(p.relative_to(pipeline_repo / "plots"))
+        for p in (pipeline_repo / "plots").rglob("*")
+        if p.is_file()
+    )
+    assert "feature_importance.csv" in written and "images/feature_importance.png" in written
+    for name in written:  # every plot file, data and images, whatever the task
         assert (repo / "plots" / name).read_bytes() == (
             pipeline_repo / "plots" / name
         ).read_bytes(), name
@@ -146,11 +152,17 @@ def test_seed_batch_predict_command(pipeline_repo, tmp_path):
     test = pd.read_csv(pipeline_repo / "data" / "processed" / "test.csv")
     schema = repo_schema(pipeline_repo)
     assert len(predictions) == len(test)
-    assert list(predictions.columns) == ["prediction"] + [f"proba_{c}" for c in schema["classes"]]
-    # the batch command answers as the evaluate stage scored
-    accuracy = (predictions["prediction"] == test[schema["target"]].astype(str)).mean()
     scores = json.loads((pipeline_repo / "metrics" / "scores.json").read_text())
-    assert round(accuracy, 6) == scores["accuracy"]
+    # the batch command answers as the evaluate stage scored
+    if "classes" in schema:
+        columns = ["prediction"] + [f"proba_{c}" for c in schema["classes"]]
+        assert list(predictions.columns) == columns
+        accuracy = (predictions["prediction"] == test[schema["target"]].astype(str)).mean()
+        assert round(accuracy, 6) == scores["accuracy"]
+    else:
+        assert list(predictions.columns) == ["prediction"]
+        error = predictions["prediction"].astype(float) - test[schema["target"]]
+        assert abs(float(np.sqrt((error**2).mean())) - scores["rmse"]) < 1e-4
 
 
 def test_batch_predict_rejects_bad_columns_and_writes_nothing(pipeline_repo, tmp_path):
