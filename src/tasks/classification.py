@@ -33,40 +33,9 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler, label_binarize
 
+from src.tasks.estimators import gradient_boosting, hist_gradient_boosting, random_forest
+
 DECIMALS = 6
-
-
-def _random_forest(p: dict[str, Any], seed: int) -> BaseEstimator:
-    return RandomForestClassifier(
-        n_estimators=p["n_estimators"],
-        max_depth=p["max_depth"],
-        min_samples_leaf=p["min_samples_leaf"],
-        class_weight=p.get("class_weight"),
-        random_state=seed,
-        n_jobs=1,
-    )
-
-
-def _gradient_boosting(p: dict[str, Any], seed: int) -> BaseEstimator:
-    return GradientBoostingClassifier(
-        n_estimators=p["n_estimators"],
-        max_depth=p["max_depth"],
-        min_samples_leaf=p["min_samples_leaf"],
-        learning_rate=p["learning_rate"],
-        random_state=seed,
-    )
-
-
-def _hist_gradient_boosting(p: dict[str, Any], seed: int) -> BaseEstimator:
-    return HistGradientBoostingClassifier(
-        max_iter=p["max_iter"],
-        max_depth=p["max_depth"],
-        min_samples_leaf=p["min_samples_leaf"],
-        learning_rate=p["learning_rate"],
-        class_weight=p.get("class_weight"),
-        early_stopping=False,
-        random_state=seed,
-    )
 
 
 def _logistic_regression(p: dict[str, Any], seed: int) -> BaseEstimator:
@@ -93,9 +62,11 @@ class ClassificationTask:
     family = "classification"
     is_classifier = True
     estimators: ClassVar[dict[str, Any]] = {
-        "random_forest": _random_forest,
-        "gradient_boosting": _gradient_boosting,
-        "hist_gradient_boosting": _hist_gradient_boosting,
+        "random_forest": random_forest(RandomForestClassifier, weighted=True),
+        "gradient_boosting": gradient_boosting(GradientBoostingClassifier),
+        "hist_gradient_boosting": hist_gradient_boosting(
+            HistGradientBoostingClassifier, weighted=True
+        ),
         "logistic_regression": _logistic_regression,
     }
     importance_scoring = "accuracy"

@@ -22,38 +22,9 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from src.tasks.estimators import gradient_boosting, hist_gradient_boosting, random_forest
+
 DECIMALS = 6
-
-
-def _random_forest(p: dict[str, Any], seed: int) -> BaseEstimator:
-    return RandomForestRegressor(
-        n_estimators=p["n_estimators"],
-        max_depth=p["max_depth"],
-        min_samples_leaf=p["min_samples_leaf"],
-        random_state=seed,
-        n_jobs=1,
-    )
-
-
-def _gradient_boosting(p: dict[str, Any], seed: int) -> BaseEstimator:
-    return GradientBoostingRegressor(
-        n_estimators=p["n_estimators"],
-        max_depth=p["max_depth"],
-        min_samples_leaf=p["min_samples_leaf"],
-        learning_rate=p["learning_rate"],
-        random_state=seed,
-    )
-
-
-def _hist_gradient_boosting(p: dict[str, Any], seed: int) -> BaseEstimator:
-    return HistGradientBoostingRegressor(
-        max_iter=p["max_iter"],
-        max_depth=p["max_depth"],
-        min_samples_leaf=p["min_samples_leaf"],
-        learning_rate=p["learning_rate"],
-        early_stopping=False,
-        random_state=seed,
-    )
 
 
 def _ridge(p: dict[str, Any], seed: int) -> BaseEstimator:
@@ -69,9 +40,9 @@ class RegressionTask:
     is_classifier = False
     binary = False
     estimators: ClassVar[dict[str, Any]] = {
-        "random_forest": _random_forest,
-        "gradient_boosting": _gradient_boosting,
-        "hist_gradient_boosting": _hist_gradient_boosting,
+        "random_forest": random_forest(RandomForestRegressor),
+        "gradient_boosting": gradient_boosting(GradientBoostingRegressor),
+        "hist_gradient_boosting": hist_gradient_boosting(HistGradientBoostingRegressor),
         "ridge": _ridge,
     }
     importance_scoring = "r2"
