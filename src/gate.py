@@ -181,6 +181,13 @@ def _family(data: dict[str, Any]) -> str | None:
         return None
 
 
+def _code(value: Any) -> str:
+    """A value from the PR's params or dvc.lock as an inline code span: a fork controls it,
+    and the reason lands in the markdown that CML renders (and whose links it uploads)."""
+    text = str(value).replace("`", "'").replace("|", "\\|").replace("\n", " ")
+    return f"`{text[:120]}`"
+
+
 def _names(names: list[str]) -> str:
     shown = ", ".join(names[:MAX_NAMES])
     return shown + (f" and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else "")
@@ -190,10 +197,12 @@ def _schema_change(before: Any, after: Any) -> str:
     if not (isinstance(before, dict) and isinstance(after, dict)):
         return "data.schema changed"
     parts = []
-    added = [str(c) for c in after if c not in before]
-    removed = [str(c) for c in before if c not in after]
+    added = [_code(c) for c in after if c not in before]
+    removed = [_code(c) for c in before if c not in after]
     retyped = [
-        f"{c} {before[c]} → {after[c]}" for c in after if c in before and before[c] != after[c]
+        f"{_code(c)} {_code(before[c])} → {_code(after[c])}"
+        for c in after
+        if c in before and before[c] != after[c]
     ]
     if added:
         parts.append(f"added {_names(added)}")
@@ -247,10 +256,10 @@ def data_change(
             if key == "schema":
                 reasons.append(_schema_change(old, new))
             else:
-                reasons.append(f"data.{key}: {old} → {new}")
+                reasons.append(f"data.{key}: {_code(old)} → {_code(new)}")
         old, new = before.get("sha256"), after.get("sha256")
         if old and new and old != new:
-            reasons.append(f"data.sha256: {str(old)[:12]} → {str(new)[:12]}")
+            reasons.append(f"data.sha256: {_code(str(old)[:12])} → {_code(str(new)[:12])}")
     old_deps, new_deps = _data_deps(base_lock), _data_deps(pr_lock)
     if old_deps is not None and new_deps is not None:
         for path in sorted(set(old_deps) | set(new_deps)):
@@ -258,11 +267,13 @@ def data_change(
             if old == new:
                 continue
             if old is None:
-                reasons.append(f"{path}: new data dependency in dvc.lock")
+                reasons.append(f"{_code(path)}: new data dependency in dvc.lock")
             elif new is None:
-                reasons.append(f"{path}: no longer a data dependency in dvc.lock")
+                reasons.append(f"{_code(path)}: no longer a data dependency in dvc.lock")
             else:
-                reasons.append(f"{path}: md5 {old[:8]} → {new[:8]} in dvc.lock")
+                reasons.append(
+                    f"{_code(path)}: md5 {_code(old[:8])} → {_code(new[:8])} in dvc.lock"
+                )
     return "; ".join(reasons) or None
 
 

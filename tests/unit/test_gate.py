@@ -212,28 +212,28 @@ SCHEMA = params()["data"]["schema"]
             {"source": "data/external/other.csv"},
             None,
             None,
-            "data.source: data/external/labels.csv → data/external/other.csv",
+            "data.source: `data/external/labels.csv` → `data/external/other.csv`",
         ),
-        ({"target": "colour"}, None, None, "data.target: label → colour"),
+        ({"target": "colour"}, None, None, "data.target: `label` → `colour`"),
         (
             {"schema": {**SCHEMA, "size": "int", "weight": "float"}},
             None,
             None,
-            "data.schema: added weight, size float → int",
+            "data.schema: added `weight`, `size` `float` → `int`",
         ),
-        ({"task": "binary"}, None, None, "data.task: auto → binary"),
+        ({"task": "binary"}, None, None, "data.task: `auto` → `binary`"),
         (
             {"target": "count", "task": "regression"},
             None,
             None,
-            "task classification → regression; data.target: label → count; "
-            "data.task: auto → regression",
+            "task classification → regression; data.target: `label` → `count`; "
+            "data.task: `auto` → `regression`",
         ),
         (
             {},
             dvc_lock("aaaa1111bbbb"),
             dvc_lock("cccc2222dddd"),
-            "data/external: md5 aaaa1111 → cccc2222 in dvc.lock",
+            "`data/external`: md5 `aaaa1111` → `cccc2222` in dvc.lock",
         ),
     ],
     ids=["source", "target", "schema", "task", "family", "dvc.lock"],
@@ -270,17 +270,17 @@ def test_data_change_wording_for_lock_and_schema_edge_cases():
     assert data_change(params(), params(), None, dvc_lock("ab")) is None  # base ran nothing
     wide = {f"c{i}": "float" for i in range(7)}
     assert data_change(params(schema={}), params(schema=wide), None, None) == (
-        "data.schema: added c0, c1, c2, c3 and 3 more"
+        "data.schema: added `c0`, `c1`, `c2`, `c3` and 3 more"
     )
     moved = dvc_lock("ab")
     moved["stages"]["prepare"]["deps"][0]["path"] = "data/other"
     assert data_change(params(), params(), dvc_lock("ab"), moved) == (
-        "data/external: no longer a data dependency in dvc.lock; "
-        "data/other: new data dependency in dvc.lock"
+        "`data/external`: no longer a data dependency in dvc.lock; "
+        "`data/other`: new data dependency in dvc.lock"
     )
     pinned = params(sha256="1" * 64)
     assert data_change(pinned, params(sha256="2" * 64), None, None) == (
-        "data.sha256: 111111111111 → 222222222222"
+        "data.sha256: `111111111111` → `222222222222`"
     )
     assert data_change(params(), pinned, None, None) is None  # pinning the same file
 
@@ -304,7 +304,7 @@ def test_run_gate_reads_dvc_lock_of_the_base_from_git(tmp_path):
     assert run_gate(repo, "main").data_change is None
     (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text().replace("aaaa1111", "eeee9999"))
     result = run_gate(repo, "main")  # the working tree's dvc.lock: `dvc repro` on new data
-    assert result.data_change == "data/external: md5 aaaa1111 → eeee9999 in dvc.lock"
+    assert result.data_change == "`data/external`: md5 `aaaa1111` → `eeee9999` in dvc.lock"
     assert result.passed  # min/max pass; the failing drop is not judged
 
 
@@ -352,8 +352,8 @@ def test_gate_cli_prints_why_the_data_changed(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == (
-        "data changed against main: data.source: data/external/labels.csv → "
-        "data/external/churn.csv; max_drop checks skipped, min/max still apply"
+        "data changed against main: data.source: `data/external/labels.csv` → "
+        "`data/external/churn.csv`; max_drop checks skipped, min/max still apply"
     )
     assert "skip  max_drop balanced_accuracy: skipped: the data changed (data.source:" in (
         proc.stdout
@@ -365,3 +365,13 @@ def test_unknown_base_says_how_to_fetch_it(tmp_path):
     repo = make_repo(tmp_path / "repo")
     with pytest.raises(PipelineError, match="fetch-depth: 0"):
         run_gate(repo, "origin/main")
+
+
+def test_fork_controlled_values_in_the_reason_stay_inside_code_spans():
+    # The reason lands in the PR comment, and `cml comment --publish` uploads what the
+    # markdown links to: a fork's params must not become a link or an image.
+    hostile = "![x](/etc/passwd) `x` | y"
+    reason = data_change(params(), params(source=hostile), None, None)
+    assert reason == "data.source: `data/external/labels.csv` → `![x](/etc/passwd) 'x' \\| y`"
+    outside = reason.split("`")[::2]  # the text between the code spans
+    assert not any("](" in part for part in outside)

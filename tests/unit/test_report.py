@@ -169,9 +169,9 @@ def test_a_family_without_bounds_is_stated(tmp_path):
         (
             {"source": "data/external/churn.csv"},
             dvc_lock("aaaa1111"),
-            "data.source: data/external/labels.csv → data/external/churn.csv",
+            "data.source: `data/external/labels.csv` → `data/external/churn.csv`",
         ),
-        ({}, dvc_lock("bbbb2222"), "data/external: md5 aaaa1111 → bbbb2222 in dvc.lock"),
+        ({}, dvc_lock("bbbb2222"), "`data/external`: md5 `aaaa1111` → `bbbb2222` in dvc.lock"),
     ],
     ids=["source", "dvc.lock"],
 )
@@ -212,7 +212,7 @@ def test_changed_data_still_fails_an_absolute_bound(tmp_path):
     )
     text, gate = build_report(repo, "main", tmp_path / "report.md", env={})
     assert not gate.passed
-    assert text.splitlines()[2].startswith("> **Data changed:** data.target: label → colour — ")
+    assert text.splitlines()[2].startswith("> **Data changed:** data.target: `label` → `colour` — ")
     assert "- **Quality gate:** ❌ failed: balanced_accuracy = 0.7000 is below the minimum" in text
 
 
