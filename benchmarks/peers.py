@@ -1,0 +1,421 @@
+"""Peer serving benchmark: `make bench-peers` -> reports/bench/peers.json + a table.
+
+Ours (gunicorn -c gunicorn.conf.py serving models/serving, ONNX) against the servers a team
+would pick instead, each in its own venv (created on first use, pip from PyPI), all on the
+same fitted pipeline (models/model.joblib's), 2 workers each, loopback, side by side:
+  * mlserver - Seldon MLServer 1.7.1, scikit-learn runtime, V2 protocol, pandas codec;
+  * bentoml  - BentoML 1.4, a generated service predicting from a JSON list of records.
+Each must answer one record as scikit-learn does in-process. wrk then measures one-row
+req/s and p50/p99 at 1 and 8 connections and 1000-row batch rows/s at 4 connections, in
+interleaved rounds; the table shows medians and ratios ours/peer. The served model's
+in-process batch rate (ServingModel.predict on 1000 checked records, one process, x2
+workers) gives the share of it that ours delivers over HTTP.
+
+Targets: p99 at 8 connections <= 1/10 of every peer's; HTTP batch rows/s >= 85 % of
+in-process. A peer that cannot be installed or started is reported, not benchmarked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.serve import WRK_SCRIPT, Server, distinct_rows, post, wrk
+from src.config import MODEL_FILE, REPORTS_DIR, ROOT
+from tests.repo_tools import free_port
+
+WORKERS = 2
+ONE_ROW_CONNECTIONS = (1, 8)
+BATCH_ROWS = 1000
+BATCH_CONNECTIONS = 4
+VENV_ROOT = Path(os.environ.get("PEER_VENV_ROOT", "/tmp"))
+IN_PROCESS_REPEATS = 30
+
+BENTO_SERVICE = """\
+import os
+
+import bentoml
+import joblib
+import pandas as pd
+
+
+@bentoml.service(workers={workers}, logging={{"access": {{"enabled": False}}}})
+class Pipeline:
+    def __init__(self) -> None:
+        self.pipeline = joblib.load(os.environ["PEER_PIPELINE"])
+
+    @bentoml.api
+    def predict(self, records: list[dict]) -> list:
+        return self.pipeline.predict(pd.DataFrame.from_records(records)).tolist()
+"""
+
+
+def pins() -> dict[str, str]:
+    """scikit-learn, pandas and joblib as pinned in requirements.txt."""
+    out = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        spec = line.split("#")[0].strip()
+        name, _, version = spec.partition("==")
+        if name.lower() in ("scikit-learn", "pandas", "joblib", "pyyaml"):
+            out[name] = version
+    return out
+
+
+def ensure_venv(path: Path, packages: list[str]) -> None:
+    """Create (or reuse, if it was made for the same packages) a venv; raise on failure."""
+    stamp = path / ".peer-packages"
+    wanted = "\n".join(packages)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    if not (path / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    print(f"installing into {path}: {' '.join(packages)}", flush=True)
+    proc = subprocess.run(
+        [str(path / "bin" / "pip"), "install", "--quiet", *packages],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    if proc.returncode:
+        raise RuntimeError(f"pip install failed: {proc.stderr.strip()[-800:]}")
+    stamp.write_text(wanted)
+
+
+def v2_body(records: list[dict], schema: dict) -> dict:
+    """A V2 inference request, pandas codec: one input per feature column."""
+    inputs = []
+    for f in schema["features"]:
+        column = [r[f["name"]] for r in records]
+        if f["type"] == "numeric":
+            inputs.append(
+                {"name": f["name"], "shape": [len(records)], "datatype": "FP64", "data": column}
+            )
+        else:
+            inputs.append(
+                {
+                    "name": f["name"],
+                    "shape": [len(records)],
+                    "datatype": "BYTES",
+                    "parameters": {"content_type": "str"},
+                    "data": column,
+                }
+            )
+    return {"parameters": {"content_type": "pd"}, "inputs": inputs}
+
+
+def first_prediction(name: str, body: Any) -> Any:
+    if name == "ours":
+        return body["predictions"][0]
+    if name == "mlserver":
+        return body["outputs"][0]["data"][0]
+    return body[0]  # bentoml
+
+
+def same_answer(got: Any, want: Any) -> bool:
+    if isinstance(want, float) and isinstance(got, float):
+        return abs(got - want) <= 1e-4 * max(1.0, abs(want))
+    return got == want
+
+
+def make_peers(work: Path, pipeline_file: Path, logdir: Path) -> tuple[dict, dict]:
+    """(servers, reasons a peer is unavailable)."""
+    p = pins()
+    common = [f"{k}=={v}" for k, v in p.items()]
+    # The pipeline pickles a src.* transformer (Float32): peers import it from the repo.
+    peer_env = {**os.environ, "PYTHONPATH": str(ROOT), "PEER_PIPELINE": str(pipeline_file)}
+    servers: dict[str, Server] = {}
+    unavailable: dict[str, str] = {}
+
+    venv = VENV_ROOT / "peer-mlserver"
+    try:
+        ensure_venv(venv, ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22", *common])
+        model_dir = work / "mlserver" / "pipeline"
+        model_dir.mkdir(parents=True)
+        (model_dir / "model-settings.json").write_text(
+            json.dumps(
+                {
+                    "name": "pipeline",
+                    "implementation": "mlserver_sklearn.SKLearnModel",
+                    "parameters": {"uri": str(pipeline_file)},
+                }
+            )
+        )
+        (work / "mlserver" / "settings.json").write_text(
+            json.dumps(
+                {
+                    "host": "127.0.0.1",
+                    "parallel_workers": WORKERS,
+                    "metrics_endpoint": None,
+                    "debug": False,
+                }
+            )
+        )
+        env = {
+            **peer_env,
+            "MLSERVER_GRPC_PORT": str(free_port()),
+            "MLSERVER_METRICS_PORT": str(free_port()),
+        }
+        cmd = ["env", "MLSERVER_HTTP_PORT={port}", str(venv / "bin" / "mlserver")]
+        cmd += ["start", str(work / "mlserver")]
+        servers["mlserver"] = Server("mlserver", cmd, env, "/v2/models/pipeline/infer", logdir)
+    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+        unavailable["mlserver"] = str(exc)
+
+    venv = VENV_ROOT / "peer-bentoml"
+    try:
+        ensure_venv(venv, ["bentoml==1.4.40", *common])
+        service_dir = work / "bentoml"
+        service_dir.mkdir()
+        (service_dir / "service.py").write_text(BENTO_SERVICE.format(workers=WORKERS))
+        env = {**peer_env, "BENTOML_HOME": str(work / "bentoml-home"), "BENTOML_DO_NOT_TRACK": "1"}
+        cmd = [str(venv / "bin" / "bentoml"), "serve", "service:Pipeline"]
+        cmd += ["--working-dir", str(service_dir), "--host", "127.0.0.1", "--port", "{port}"]
+        servers["bentoml"] = Server("bentoml", cmd, env, "/predict", logdir)
+    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+        unavailable["bentoml"] = str(exc)
+    return servers, unavailable
+
+
+def in_process_rows_per_s(serving_dir: Path, batch: list[dict]) -> dict:
+    """The served model's batch rate in this process: predict on checked records."""
+    from flask_app.contract import RecordChecker
+    from src.serving.model import ServingModel
+
+    model = ServingModel.load(serving_dir)
+    records, _ = RecordChecker(model.schema, max_batch=len(batch)).records({"instances": batch})
+    model.predict(records)
+    times = []
+    for _ in range(IN_PROCESS_REPEATS):
+        started = time.perf_counter()
+        model.predict(records)
+        times.append(time.perf_counter() - started)
+    one = len(batch) / statistics.median(times)
+    return {
+        "one_process_rows_per_s": round(one, 1),
+        "x_workers_rows_per_s": round(one * WORKERS, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    parser.add_argument("--model", type=Path, default=MODEL_FILE)
+    parser.add_argument("--serving-dir", type=Path, default=ROOT / "models" / "serving")
+    parser.add_argument("--test", type=Path, default=ROOT / "data" / "processed" / "test.csv")
+    parser.add_argument("--out", type=Path, default=REPORTS_DIR / "bench" / "peers.json")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: run scripts/ci/install-system-deps.sh (apt wrk)")
+    wall = time.perf_counter()
+
+    import joblib
+    import pandas as pd
+
+    from src.features.schema import to_model_frame
+    from src.utils import write_json
+
+    bundle = joblib.load(args.model)
+    schema = bundle["schema"]
+    test = pd.read_csv(args.test)
+    complete = to_model_frame(test, schema).dropna()
+    if complete.empty:
+        raise SystemExit("the test set has no row without nulls to benchmark with")
+    record = json.loads(complete.head(1).to_json(orient="records"))[0]
+    expected = bundle["pipeline"].predict(to_model_frame(pd.DataFrame([record]), schema))[0]
+    expected = expected.item() if hasattr(expected, "item") else expected
+    batch = distinct_rows(complete, BATCH_ROWS, schema)
+
+    work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
+    logdir = REPORTS_DIR / "bench" / "peers-logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    pipeline_file = work / "pipeline.joblib"
+    joblib.dump(bundle["pipeline"], pipeline_file)
+    bodies = {
+        ("ours", "one"): record,
+        ("ours", "batch"): {"instances": batch},
+        ("mlserver", "one"): v2_body([record], schema),
+        ("mlserver", "batch"): v2_body(batch, schema),
+        ("bentoml", "one"): {"records": [record]},
+        ("bentoml", "batch"): {"records": batch},
+    }
+    files = {}
+    for (name, shape), body in bodies.items():
+        files[name, shape] = work / f"{name}-{shape}.json"
+        files[name, shape].write_text(json.dumps(body))
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+
+    venv_bin = str(Path(sys.executable).parent)
+    ours_env = {
+        **os.environ,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": str(WORKERS),
+        "MODEL_DIR": str(args.serving_dir),
+        "ACCESS_LOG": "",
+    }
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    servers = {"ours": Server("ours", gunicorn, ours_env, "/predict", logdir)}
+    peers, unavailable = make_peers(work, pipeline_file, logdir)
+    servers.update(peers)
+
+    runs: dict[str, list[dict]] = {}
+    checks: dict[str, Any] = {}
+    processes: dict[str, int] = {}
+    scenarios = [("one", c) for c in ONE_ROW_CONNECTIONS] + [("batch", BATCH_CONNECTIONS)]
+    try:
+        for name in list(servers):
+            try:
+                servers[name].start(files[name, "one"].read_bytes())
+                status, body = post(servers[name].url, files[name, "one"].read_bytes())
+                got = first_prediction(name, body) if status == 200 else body
+                checks[name] = {"status": status, "got": got, "sklearn": expected}
+                if status != 200 or not same_answer(got, expected):
+                    raise SystemExit(f"answered {status} {got}, scikit-learn {expected}")
+                status, body = post(servers[name].url, files[name, "batch"].read_bytes(), 30)
+                if status != 200:
+                    raise SystemExit(f"batch answered {status} {str(body)[:300]}")
+            except SystemExit as exc:
+                if name == "ours":
+                    raise
+                unavailable[name] = f"start/check failed: {exc}"
+                servers.pop(name).stop()
+            if name in servers:
+                processes[name] = len(servers[name].pids())
+            print(f"{name}: {checks.get(name)}, processes {processes.get(name)}", flush=True)
+        names = list(servers)
+        for r in range(args.rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for shape, conns in scenarios:
+                for name in order:  # interleaved, the order rotating from round to round
+                    result = wrk(servers[name].url, files[name, shape], conns, args.seconds, script)
+                    runs.setdefault(f"{name}/{shape}/c{conns}", []).append(result)
+                    print(
+                        f"round {r + 1} {name:8} {shape:5} c{conns:<2} "
+                        f"{result['rps']:9.1f} req/s  p50 {result['p50_ms']:8.2f} ms  "
+                        f"p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}",
+                        flush=True,
+                    )
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    in_process = in_process_rows_per_s(args.serving_dir, batch)
+    medians = {
+        key: {
+            "rps": round(statistics.median(x["rps"] for x in v), 3),
+            "p50_ms": round(statistics.median(x["p50_ms"] for x in v), 3),
+            "p99_ms": round(statistics.median(x["p99_ms"] for x in v), 3),
+            "errors": sum(x["errors"] for x in v),
+        }
+        for key, v in runs.items()
+    }
+    for key, m in medians.items():
+        if "/batch/" in key:
+            m["rows_per_s"] = round(m["rps"] * BATCH_ROWS, 1)
+    peer_names = [n for n in names if n != "ours"]
+    ratios: dict[str, dict[str, float]] = {}
+    for peer in peer_names:
+        ratios[peer] = {
+            **{
+                f"rps_c{c}": medians[f"ours/one/c{c}"]["rps"] / medians[f"{peer}/one/c{c}"]["rps"]
+                for c in ONE_ROW_CONNECTIONS
+            },
+            **{
+                f"p99_c{c}": medians[f"ours/one/c{c}"]["p99_ms"]
+                / medians[f"{peer}/one/c{c}"]["p99_ms"]
+                for c in ONE_ROW_CONNECTIONS
+            },
+            "batch_rows": medians[f"ours/batch/c{BATCH_CONNECTIONS}"]["rps"]
+            / medians[f"{peer}/batch/c{BATCH_CONNECTIONS}"]["rps"],
+        }
+        ratios[peer] = {k: round(v, 3) for k, v in ratios[peer].items()}
+    ours_rows = medians[f"ours/batch/c{BATCH_CONNECTIONS}"]["rows_per_s"]
+    share = round(ours_rows / in_process["x_workers_rows_per_s"], 3)
+    targets = {f"p99_c8 <= 0.1 x {peer}": ratios[peer]["p99_c8"] <= 0.1 for peer in peer_names}
+    targets["batch rows/s >= 0.85 x in-process (x2 workers)"] = share >= 0.85
+    targets["zero errors (ours)"] = all(
+        m["errors"] == 0 for k, m in medians.items() if k.startswith("ours/")
+    )
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "workers": WORKERS,
+        "rounds": args.rounds,
+        "seconds_per_run": args.seconds,
+        "load_generator": "wrk (keep-alive)",
+        "model": str(args.model),
+        "serving_dir": str(args.serving_dir),
+        "peers": peer_names,
+        "unavailable": unavailable,
+        "checks": checks,
+        "processes": processes,
+        "medians": medians,
+        "ratios_ours_over_peer": ratios,
+        "in_process": in_process,
+        "batch_share_of_in_process": share,
+        "targets_met": targets,
+        "wall_s": round(time.perf_counter() - wall, 1),
+        "runs": runs,
+    }
+    write_json(args.out, result)
+    print_table(result, names)
+    print(f"written to {args.out} (server logs in {logdir})")
+
+
+def _row(label: str, *cells: str) -> str:
+    return f"{label:<22}" + "".join(f"{c:>14}" for c in cells)
+
+
+def print_table(result: dict, names: list[str]) -> None:
+    m, ratios = result["medians"], result["ratios_ours_over_peer"]
+    peers = [n for n in names if n != "ours"]
+    print()
+    print(
+        f"Peer serving benchmark: {result['workers']} workers, {result['rounds']} interleaved "
+        f"rounds x {result['seconds_per_run']} s, medians"
+    )
+    print(_row("scenario", *names, *(f"ours/{p}" for p in peers)))
+    for c in ONE_ROW_CONNECTIONS:
+        for key, label, fmt in (("rps", "req/s", "{:.1f}"), ("p50_ms", "p50 ms", "{:.2f}")):
+            cells = [fmt.format(m[f"{n}/one/c{c}"][key]) for n in names]
+            extra = [f"{ratios[p][f'rps_c{c}']:.2f}x" for p in peers] if key == "rps" else []
+            print(_row(f"1 row c{c}: {label}", *cells, *extra))
+        cells = [f"{m[f'{n}/one/c{c}']['p99_ms']:.2f}" for n in names]
+        print(
+            _row(f"1 row c{c}: p99 ms", *cells, *(f"{ratios[p][f'p99_c{c}']:.3f}x" for p in peers))
+        )
+    b = f"/batch/c{BATCH_CONNECTIONS}"
+    cells = [f"{m[n + b]['rows_per_s']:.0f}" for n in names]
+    print(
+        _row(
+            f"{BATCH_ROWS}-row c{BATCH_CONNECTIONS}: rows/s",
+            *cells,
+            *(f"{ratios[p]['batch_rows']:.2f}x" for p in peers),
+        )
+    )
+    ip = result["in_process"]
+    print(
+        f"in-process: {ip['one_process_rows_per_s']:.0f} rows/s x {result['workers']} = "
+        f"{ip['x_workers_rows_per_s']:.0f}; ours over HTTP = "
+        f"{result['batch_share_of_in_process']:.1%} of it"
+    )
+    for name, why in result["unavailable"].items():
+        print(f"  [N/A ] {name}: {why[:200]}")
+    for target, ok in result["targets_met"].items():
+        print(f"  [{'PASS' if ok else 'FAIL'}] {target}")
+
+
+if __name__ == "__main__":
+    main()
