@@ -126,7 +126,9 @@ def test_every_task_trains_evaluates_exports_and_serves(task, tmp_path):
         assert f.get("max_abs_proba_diff", 0) <= 1e-5 and f.get("max_rel_diff", 0) <= 1e-4
 
     client = create_app({"MODEL_DIR": str(tmp_path / "serving")}).test_client()
-    record = ServingModel.load(tmp_path / "serving").example_record()
+    served = ServingModel.load(tmp_path / "serving")
+    record = served.example_record()
+    assert (served.predict([record])[1] is None) == (task == "regression")  # no probabilities
     answer = client.post("/predict", json={"instances": [record, record]}).get_json()
     if task == "regression":
         assert set(answer) == {"predictions"}
@@ -233,3 +235,27 @@ def test_tree_thresholds_between_adjacent_float32_values_are_served_as_trained()
     rounded = float32_thresholds(tree).tree_.threshold[0]
     assert np.float32(rounded) == low and low <= rounded < high
     assert tree.tree_.threshold[0] == threshold  # the trained model is left untouched
+
+
+def test_the_export_serves_trees_split_between_adjacent_float32_values_as_trained(tmp_path):
+    # The same trap end to end: a feature whose training values sit one float32 step
+    # apart, the split between them learned by hist gradient boosting (skl2onnx already
+    # rounds forest thresholds; it converts these as they are); the export must still match.
+    low = np.float32(28.2)
+    if low.view(np.int32) % 2 == 0:
+        low = np.nextafter(low, np.float32(np.inf))
+    high = np.nextafter(low, np.float32(np.inf))
+    df = table("regression")
+    df["x 1"] = np.where(np.arange(len(df)) % 2, float(high), float(low))
+    df["target"] = np.where(df["x 1"] == float(high), 100.0, 0.0) + df["x/2"].fillna(0)
+    params = task_params("regression", model_type="hist_gradient_boosting")
+    data = params["data"]
+    clean = validate_raw(df, data["schema"], data["target"])
+    train_df, test_df = split_data(clean, "target", 0.25, 0, stratify=False)
+    schema, preprocessor, matrix = build_features(train_df, params)
+    pipeline, metrics = train(
+        params, {"schema": schema, "preprocessor": preprocessor}, matrix, train_df
+    )
+    bundle = make_bundle(pipeline, schema, {"training_metrics": metrics})
+    figures = export(bundle, tmp_path / "serving", {"test": test_df}, 1e-4)
+    assert figures["test"]["max_rel_diff"] <= 1e-4

@@ -96,6 +96,7 @@ def test_a_constant_regression_target_is_refused():
         ("cv_r2_std", -1),
         ("train_accuracy", 0),  # lower can mean less overfitting: no verdict
         ("train_r2", 0),
+        ("train_log_loss", 0),  # a train-set loss too: no verdict, though losses have one
         ("n_test", 0),
         ("something_custom", 0),
     ],
