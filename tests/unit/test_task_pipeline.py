@@ -13,17 +13,15 @@ from sklearn.tree import DecisionTreeRegressor
 
 from flask_app import create_app
 from src.config import ROOT
-from src.data.make_dataset import split_data, validate_raw
-from src.features.build_features import build_features
-from src.models.artifact import make_bundle, save_model
+from src.data.make_dataset import clean_and_split
+from src.models.artifact import save_model
 from src.models.evaluate_model import evaluate
 from src.models.export_model import export, float32_thresholds, probe_frame
 from src.models.factory import REGRESSION_BUILDERS
 from src.models.predict_model import predict_file
-from src.models.train_model import train
 from src.serving.model import ServingModel
-from src.tasks import resolve_task
 from src.utils import PipelineError, load_params
+from tests.conftest import train_bundle
 
 COLOURS = [f"colour {i}" for i in range(8)]  # more than a 422 lists
 
@@ -75,17 +73,10 @@ def task_params(
 
 
 def fit(task: str, **kwargs) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
+    """prepare + features + train in memory, as the stages run them."""
     params = task_params(task, **kwargs)
-    data = params["data"]
-    clean = validate_raw(table(task), data["schema"], data["target"])
-    name = resolve_task(data, clean[data["target"]])
-    train_df, test_df = split_data(clean, "target", 0.25, 0, stratify=name != "regression")
-    schema, preprocessor, matrix = build_features(train_df, params)
-    pipeline, metrics = train(
-        params, {"schema": schema, "preprocessor": preprocessor}, matrix, train_df
-    )
-    bundle = make_bundle(pipeline, schema, {"training_metrics": metrics, "model_type": "rf"})
-    return params, bundle, train_df, test_df
+    _, train_df, test_df = clean_and_split(table(task), params)
+    return params, train_bundle(params, train_df), train_df, test_df
 
 
 EXPECTED_METRICS = {
@@ -249,13 +240,7 @@ def test_the_export_serves_trees_split_between_adjacent_float32_values_as_traine
     df["x 1"] = np.where(np.arange(len(df)) % 2, float(high), float(low))
     df["target"] = np.where(df["x 1"] == float(high), 100.0, 0.0) + df["x/2"].fillna(0)
     params = task_params("regression", model_type="hist_gradient_boosting")
-    data = params["data"]
-    clean = validate_raw(df, data["schema"], data["target"])
-    train_df, test_df = split_data(clean, "target", 0.25, 0, stratify=False)
-    schema, preprocessor, matrix = build_features(train_df, params)
-    pipeline, metrics = train(
-        params, {"schema": schema, "preprocessor": preprocessor}, matrix, train_df
-    )
-    bundle = make_bundle(pipeline, schema, {"training_metrics": metrics})
+    _, train_df, test_df = clean_and_split(df, params)
+    bundle = train_bundle(params, train_df)
     figures = export(bundle, tmp_path / "serving", {"test": test_df}, 1e-4)
     assert figures["test"]["max_rel_diff"] <= 1e-4
