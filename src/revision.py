@@ -74,17 +74,8 @@ def read_metrics(root: Path, rev: str | None, path: str = METRICS_PATH) -> dict[
     return data
 
 
-def read_params(root: Path, rev: str | None, path: str = PARAMS_PATH) -> dict[str, Any] | None:
-    """params.yaml at `rev` as a dict, or None when that revision has none."""
-    text = read_text(root, rev, path)
-    if text is None:
-        return None
-    data = yaml.safe_load(text)
-    return data if isinstance(data, dict) else {}
-
-
-def read_lock(root: Path, rev: str | None, path: str = LOCK_PATH) -> dict[str, Any] | None:
-    """dvc.lock at `rev` as a dict, or None when that revision has none (nothing ran yet)."""
+def read_yaml(root: Path, rev: str | None, path: str) -> dict[str, Any] | None:
+    """A YAML file at `rev` as a dict ({} when not a mapping), or None when it is absent."""
     text = read_text(root, rev, path)
     if text is None:
         return None
@@ -93,6 +84,16 @@ def read_lock(root: Path, rev: str | None, path: str = LOCK_PATH) -> dict[str, A
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path} at {rev or 'the working tree'} is not YAML: {exc}") from exc
     return data if isinstance(data, dict) else {}
+
+
+def read_params(root: Path, rev: str | None, path: str = PARAMS_PATH) -> dict[str, Any] | None:
+    """params.yaml at `rev` as a dict, or None when that revision has none."""
+    return read_yaml(root, rev, path)
+
+
+def read_lock(root: Path, rev: str | None, path: str = LOCK_PATH) -> dict[str, Any] | None:
+    """dvc.lock at `rev` as a dict, or None when that revision has none (nothing ran yet)."""
+    return read_yaml(root, rev, path)
 
 
 def export_dir(root: Path, rev: str, path: str, dest: Path, suffix: str = "") -> list[str]:
