@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serve import WRK_SCRIPT, Server, distinct_rows, post, wrk
+from benchmarks.serve import WRK_SCRIPT, Server, distinct_rows, post, timed_run
 from src.config import MODEL_FILE, REPORTS_DIR, ROOT
 from tests.repo_tools import free_port
 
@@ -299,14 +299,15 @@ def main() -> None:
             order = names[r % len(names) :] + names[: r % len(names)]
             for shape, conns in scenarios:
                 for name in order:  # interleaved, the order rotating from round to round
-                    result = wrk(servers[name].url, files[name, shape], conns, args.seconds, script)
-                    runs.setdefault(f"{name}/{shape}/c{conns}", []).append(result)
-                    print(
-                        f"round {r + 1} {name:8} {shape:5} c{conns:<2} "
-                        f"{result['rps']:9.1f} req/s  p50 {result['p50_ms']:8.2f} ms  "
-                        f"p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}",
-                        flush=True,
+                    result = timed_run(
+                        f"round {r + 1} {name:8} {shape:5} c{conns:<2}",
+                        servers[name].url,
+                        files[name, shape],
+                        conns,
+                        args.seconds,
+                        script,
                     )
+                    runs.setdefault(f"{name}/{shape}/c{conns}", []).append(result)
     finally:
         for server in servers.values():
             server.stop()

@@ -170,6 +170,19 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int, script: Path)
     }
 
 
+def timed_run(
+    label: str, url: str, body_file: Path, connections: int, seconds: int, script: Path
+) -> dict:
+    """One wrk run, printed as a line of the round's log."""
+    result = wrk(url, body_file, connections, seconds, script)
+    print(
+        f"{label} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:8.2f} ms  "
+        f"p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}",
+        flush=True,
+    )
+    return result
+
+
 def mlflow_model_dir(run_id: str) -> Path:
     import mlflow
 
@@ -331,16 +344,15 @@ def main() -> None:
                 for name in order:  # interleaved, the order rotating from round to round
                     if name == "floor" and shape == "batch":
                         continue
-                    result = wrk(
-                        servers[name].url, files[kind_of[name], shape], conns, args.seconds, script
+                    result = timed_run(
+                        f"round {r + 1} {name:6} {shape:5} c{conns:<2}",
+                        servers[name].url,
+                        files[kind_of[name], shape],
+                        conns,
+                        args.seconds,
+                        script,
                     )
                     runs.setdefault(f"{name}/{shape}/c{conns}", []).append(result)
-                    print(
-                        f"round {r + 1} {name:6} {shape:5} c{conns:<2} "
-                        f"{result['rps']:9.1f} req/s  p50 {result['p50_ms']:8.2f} ms  "
-                        f"p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}",
-                        flush=True,
-                    )
         for name in ("ours", "mlflow"):
             memory[name] = servers[name].memory_mb()
     finally:
