@@ -9,7 +9,8 @@
                                            to the tested image and push it
 
 Standard library only: the fork workflow runs `python3 -m src.ci comment-fork` from the base
-branch's checkout, with nothing installed and none of the PR's code run.
+branch's checkout, with nothing installed and none of the PR's code run. What it hands CML
+is rebuilt from the fork's artifact, never the fork's markdown itself (see "Fork reports").
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -230,21 +234,249 @@ def github_get(url: str, token: str) -> dict:
         raise CIError(f"GitHub API {url}: HTTP {exc.code}") from exc
 
 
+# --- fork reports ----------------------------------------------------------------------
+#
+# A fork's artifact (report.md, its PNGs, pr.json) was made by untrusted code, and this step
+# runs with a token that can comment. `cml comment update --publish` uploads files that the
+# markdown links: CML 0.20.6 (src/cml.js, `publishLocalFiles` in `commentCreate`) parses
+# the report with remark 13 and no plugins (micromark 2.11: CommonMark, no GFM), visits
+# every `definition`, `image` and `link` node, decodes a `data:image/` url and uploads it,
+# and otherwise uploads `path.resolve(dirname(report), url)` whatever it is (src/utils.js
+# `upload`: stat, read stream, mime from libmagic); only ENOENT is skipped. No url is
+# exempt: `http://x/../../../../etc/passwd` resolves to /etc/passwd, as do `/etc/passwd`,
+# `../..` paths, symlinks, and urls spelled with escapes (`\/`) or character references
+# (`&#47;`). Such nodes come from `[` (inline links, images, reference definitions, anywhere)
+# and from `<...>` autolinks; `html` nodes are not visited, but GitHub renders them.
+#
+# So the fork's markdown never reaches CML. `fork_markdown` rebuilds it in trusted code:
+# every `\`, `[`, `]` and `<` of the fork's text gets a backslash, so it opens no link,
+# image, definition, autolink or HTML (a character reference like `&#91;` is only ever text).
+# An escape cannot be split from its character, as nothing sits between them; inside code
+# the pair is literal text, which opens nothing either. So this holds whatever block
+# structure micromark sees. Code spans are kept as written (no backslashes showing) only
+# where every backtick run of the line pairs up within that line, so micromark pairs them
+# the same way in whatever block the line lands; a line with an unpaired run gets all its
+# backticks escaped (a span opened on one line and closed on the next, or a bare `\r`
+# splitting a line, would otherwise hide a link). Headings, tables, lists and emphasis
+# read as the fork wrote them. The only links in the result are written here:
+# `![alt](plot-NN.png)` for each image of the report that is a PNG inside the artifact
+# (`read_inside`: no symlink, a regular file, PNG signature, size and count bounds), copied
+# into a fresh folder that holds nothing else but the rebuilt report.md; and the fork run's
+# own link, rebuilt from GitHub's event. Other links keep their text and lose their url;
+# the comment says how many and the job log lists them. Hand-written because the
+# workflow's bare python3 has no markdown library, and escaping needs no parser that
+# agrees with micromark about the structure.
+#
+# The same-repo `comment` path posts its report unchanged: there the PR's code runs with the
+# PR's own token and could call CML, or post anything, itself; a filter would guard nothing.
+
+FORK_REPORT_MAX_BYTES = 256 * 1024  # GitHub caps a comment at 65,536 characters
+FORK_PLOT_MAX_BYTES = 2 * 1024 * 1024  # a plot of src/report.py is ~20 KB
+FORK_PLOT_MAX_COUNT = 32  # src/report.py draws a few per side
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MARKDOWN_SPECIAL = re.compile(r"([\\\[\]<])")  # all that opens a link or HTML (see above)
+BACKTICKS = re.compile(r"`+")
+# An inline link or image as src/report.py writes them; anything fancier stays escaped text.
+FORK_LINK = re.compile(r"(!?)\[([^\[\]\n]*)\]\(([^()\s]*)\)")
+# A relative path of plain names (none starts with a dot, so no `.`, `..` or hidden file).
+PLOT_PATH = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9_.-]*/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*\.png")
+GITHUB_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+GITHUB_SERVER = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]+)?")
+
+
+class Refused(Exception):
+    """A file of the artifact is not used; the message says why."""
+
+
+class Absent(Refused):
+    """The file is not in the artifact."""
+
+
+def read_inside(root: Path, relative: str, limit: int) -> bytes:
+    """The bytes of the regular file `relative` below `root`, following no symlink below it.
+
+    Opened one component at a time relative to the open parent, with O_NOFOLLOW, so what
+    is checked is what is read (lstat only names the reason). Raises Refused saying why.
+    """
+    parts = relative.split("/")
+    if relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise Refused("not a plain relative path inside the artifact")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = "/".join(parts[: depth + 1])
+            try:
+                mode = os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                raise Absent(f"no {where} in the artifact") from None
+            if stat.S_ISLNK(mode):
+                raise Refused(f"{where} is a symlink")
+            if not (stat.S_ISREG(mode) if last else stat.S_ISDIR(mode)):
+                raise Refused(f"{where} is not a {'regular file' if last else 'folder'}")
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+            child = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the lstat
+            raise Refused(f"{relative} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise Refused(f"{relative} cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise Refused(f"{relative} is larger than {limit} bytes")
+    return data
+
+
+def escape_markdown(text: str, backticks: bool = False) -> str:
+    r"""`text` with `\ [ ] <` (and backticks) escaped: it reads the same, opens no link or HTML."""
+    text = MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return text.replace("`", "\\`") if backticks else text
+
+
+def code_spans(line: str) -> list[tuple[int, int]] | None:
+    """(start, end) of the code spans of a line, its backtick runs paired as CommonMark does
+    (an opener takes the next run of the same length); None if a run has no closer on it."""
+    runs = [(m.start(), m.end()) for m in BACKTICKS.finditer(line)]
+    spans, i = [], 0
+    while i < len(runs):
+        start, end = runs[i]
+        closer = next(
+            (k for k in range(i + 1, len(runs)) if runs[k][1] - runs[k][0] == end - start), None
+        )
+        if closer is None:
+            return None
+        spans.append((start, runs[closer][1]))
+        i = closer + 1
+    return spans
+
+
+def fork_markdown(
+    text: str, artifact: Path, out_dir: Path, run_url: str | None
+) -> tuple[str, list[str]]:
+    """The fork's report rebuilt for CML, its verified PNGs copied into `out_dir`.
+
+    Returns the markdown and one line per link or image left out (for the job log).
+    """
+    copies: dict[str, str] = {}  # artifact path -> name of the copy in out_dir
+    dropped: list[str] = []
+
+    def image(alt: str, url: str) -> str:
+        if url not in copies:
+            if not PLOT_PATH.fullmatch(url):
+                raise Refused("not a .png path inside the artifact")
+            if len(copies) >= FORK_PLOT_MAX_COUNT:
+                raise Refused(f"more than {FORK_PLOT_MAX_COUNT} images")
+            data = read_inside(artifact, url, FORK_PLOT_MAX_BYTES)
+            if not data.startswith(PNG_SIGNATURE):
+                raise Refused("not a PNG file")
+            name = f"plot-{len(copies) + 1:02d}.png"
+            (out_dir / name).write_bytes(data)
+            copies[url] = name
+        return f"![{escape_markdown(alt).replace('`', '')}]({copies[url]})"
+
+    def rebuild(match: re.Match) -> str:
+        bang, label, url = match.groups()
+        if not bang:
+            if run_url is not None and url == run_url:
+                return f"[{escape_markdown(label, backticks=True)}]({run_url})"
+            dropped.append(f"link {url[:200]!r}: only images of the artifact are kept")
+            return escape_markdown(label, backticks=True)
+        try:
+            return image(label, url)
+        except Refused as exc:
+            dropped.append(f"image {url[:200]!r}: {exc}")
+            return escape_markdown(label, backticks=True)
+
+    def outside_code(segment: str, backticks: bool) -> str:
+        parts, end = [], 0
+        for match in FORK_LINK.finditer(segment):
+            parts += [escape_markdown(segment[end : match.start()], backticks), rebuild(match)]
+            end = match.end()
+        return "".join([*parts, escape_markdown(segment[end:], backticks)])
+
+    # Line by line, \r and \r\n being line endings too: a code span is kept as written
+    # only when all backtick runs of its line pair up within the line, so micromark pairs
+    # them the same way whichever block the line ends up in; otherwise they are escaped.
+    lines = []
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        spans = code_spans(line)
+        if spans is None:
+            lines.append(outside_code(line, backticks=True))
+            continue
+        parts, end = [], 0
+        for start, stop in spans:
+            parts += [outside_code(line[end:start], backticks=False), line[start:stop]]
+            end = stop
+        lines.append("".join([*parts, outside_code(line[end:], backticks=False)]))
+    markdown = "\n".join(lines)
+    if dropped:
+        markdown = markdown.rstrip("\n") + (
+            f"\n\n_{len(dropped)} link(s) or image(s) of this fork's report are not shown: "
+            "from a fork only PNG plots inside its artifact are published (the "
+            "`PR comment (forks)` job log lists them)._\n"
+        )
+    return markdown, dropped
+
+
+def fork_run_url(env: Mapping[str, str]) -> str | None:
+    """The fork PR run's page, from GitHub's `workflow_run` event (None if there is none)."""
+    path = env.get("GITHUB_EVENT_PATH")
+    if not path or not Path(path).is_file():
+        return None
+    run_id = (json.loads(Path(path).read_text(encoding="utf-8")).get("workflow_run") or {}).get(
+        "id"
+    )
+    server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    repo = env.get("GITHUB_REPOSITORY", "")
+    if isinstance(run_id, bool) or not isinstance(run_id, int) or run_id <= 0:
+        return None
+    if not (GITHUB_SERVER.fullmatch(server) and GITHUB_NAME.fullmatch(repo)):
+        return None
+    return f"{server}/{repo}/actions/runs/{run_id}"
+
+
+def read_artifact_text(artifact: Path, name: str, limit: int) -> str | None:
+    """A UTF-8 file at the top of the artifact; None if absent, CIError if unusable."""
+    try:
+        data = read_inside(artifact, name, limit)
+    except Absent:
+        return None
+    except Refused as exc:
+        raise CIError(f"the fork's artifact is refused: {exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CIError(f"{name} in the fork's artifact is not UTF-8 text: not posting") from None
+
+
 def comment_fork(artifact: Path, head_sha: str, env: Mapping[str, str] | None = None) -> str:
     """Post a fork PR's report from its artifact, only if it really belongs to that PR.
 
     The artifact was produced by untrusted code, so its PR number is checked against GitHub:
     the PR must be in this repository and its head must be the commit the run was for
-    (`github.event.workflow_run.head_sha`). Returns "posted", "missing" or "stale".
+    (`github.event.workflow_run.head_sha`). CML gets the report rebuilt by `fork_markdown`
+    in a fresh folder, never the artifact's. Returns "posted", "missing" or "stale".
     """
     env = os.environ if env is None else env
-    report, info_file = artifact / "report.md", artifact / PR_INFO
-    if not (report.is_file() and info_file.is_file()):
+    if not artifact.is_dir():
         annotate("notice", "report comment", f"no report in {artifact}: nothing to post", env)
         return "missing"
-    number = json.loads(info_file.read_text(encoding="utf-8")).get("number")
+    text = read_artifact_text(artifact, "report.md", FORK_REPORT_MAX_BYTES)
+    info_text = read_artifact_text(artifact, PR_INFO, 4096)
+    if text is None or info_text is None:
+        annotate("notice", "report comment", f"no report in {artifact}: nothing to post", env)
+        return "missing"
+    try:
+        info = json.loads(info_text)
+    except ValueError:
+        raise CIError(f"{PR_INFO} in the fork's artifact is not JSON: not posting") from None
+    number = info.get("number") if isinstance(info, dict) else None
     if isinstance(number, bool) or not isinstance(number, int) or number <= 0:
-        raise CIError(f"{info_file} holds no valid PR number: {number!r}")
+        raise CIError(f"{PR_INFO} in the fork's artifact holds no valid PR number: {number!r}")
     repo = env.get("GITHUB_REPOSITORY", "")
     api = env.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
     token = env.get("GITHUB_TOKEN") or env.get("REPO_TOKEN") or ""
@@ -259,7 +491,13 @@ def comment_fork(artifact: Path, head_sha: str, env: Mapping[str, str] | None = 
             env,
         )
         return "stale"
-    cml_comment(report, f"pr/{number}", env)
+    with tempfile.TemporaryDirectory(prefix="fork-report-") as tmp:
+        markdown, dropped = fork_markdown(text, artifact, Path(tmp), fork_run_url(env))
+        for line in dropped:
+            annotate("warning", "fork report", f"not published: {line}", env)
+        report = Path(tmp) / "report.md"
+        report.write_text(markdown, encoding="utf-8")
+        cml_comment(report, f"pr/{number}", env)
     return "posted"
 
 

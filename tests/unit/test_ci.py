@@ -1,18 +1,23 @@
 """CI step helpers (src/ci.py): DVC pull/push decisions, posting the report, fork safety.
 
 DVC runs for real against a local-folder remote. Only GitHub is replaced, at its API
-boundary: `cml` (which would call GitHub's API) by a recorder script on PATH, and the REST
-API that the fork workflow asks about a PR by a small HTTP server on loopback.
+boundary: `cml` (which would call GitHub's API) by a script on PATH that records the call
+and emulates CML's publish step (tests/unit/cml_standin.py: the npm package cannot be
+installed here), and the REST API that the fork workflow asks about a PR by a small HTTP
+server on loopback.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -20,16 +25,19 @@ from typing import ClassVar
 import pytest
 
 from src import ci
+from src.report import build_report
+from tests.unit.cml_standin import cml_urls, publish
+from tests.unit.experiment_repo import make_repo
 
 REPO = "acme/penguins"
 HEAD = "a" * 40
 
 RECORDER = """\
 #!{python}
-import json, os, sys
-with open({record!r}, "a") as fh:
-    fh.write(json.dumps({{"args": sys.argv[1:], "telemetry_off": os.environ.get(
-        "ITERATIVE_DO_NOT_TRACK"), "token": bool(os.environ.get("GITHUB_TOKEN"))}}) + "\\n")
+import sys
+sys.path.insert(0, {root!r})
+from tests.unit import cml_standin
+sys.exit(cml_standin.main(sys.argv[1:], {record!r}))
 """
 
 
@@ -42,12 +50,14 @@ def tool_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def cml_recorder(tmp_path):
-    """A `cml` on PATH that records its calls: the GitHub API boundary."""
+    """A `cml` on PATH that records its calls and what CML would upload: the GitHub API
+    boundary (each call: args, telemetry_off, token, and with --publish the body, the
+    report folder's files and the uploads, bytes as hex)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "cml-calls.jsonl"
     script = bin_dir / "cml"
-    script.write_text(RECORDER.format(python=sys.executable, record=str(record)))
+    script.write_text(RECORDER.format(python=sys.executable, root=str(ci.ROOT), record=str(record)))
     script.chmod(0o755)
 
     def calls() -> list[dict]:
@@ -201,20 +211,17 @@ def test_same_repo_pr_is_posted_with_cml_update(tmp_path, cml_recorder):
     report = report_dir(tmp_path)
     env.update(GITHUB_EVENT_PATH=str(pr_event(tmp_path)), GITHUB_REPOSITORY=REPO)
     assert ci.comment(report, env) == "posted"
-    assert calls() == [
-        {
-            "args": [
-                "comment",
-                "update",
-                "--target=pr",
-                "--watermark-title=MLOperation experiment report",
-                "--publish",
-                str(report),
-            ],
-            "telemetry_off": "1",
-            "token": True,
-        }
+    (call,) = calls()
+    assert call["args"] == [
+        "comment",
+        "update",
+        "--target=pr",
+        "--watermark-title=MLOperation experiment report",
+        "--publish",
+        str(report),
     ]
+    assert call["telemetry_off"] == "1" and call["token"]
+    assert call["body"] == "## Experiment report\n"  # built by trusted code: posted as is
     assert json.loads((report.parent / "pr.json").read_text()) == {"head_sha": HEAD, "number": 7}
 
 
@@ -300,7 +307,9 @@ def test_fork_report_is_posted_to_the_pr_github_confirms(tmp_path, cml_recorder,
     assert fake.seen == [(f"/repos/{REPO}/pulls/7", "Bearer t0ken")]
     (call,) = calls()
     assert call["args"][:3] == ["comment", "update", "--target=pr/7"]
-    assert call["args"][-1] == str(artifact / "report.md")
+    # CML gets a rebuilt copy in a folder of its own, never the artifact's report.md
+    assert Path(call["args"][-1]).parent != artifact
+    assert call["body"] == "## Experiment report\n" and call["folder"].keys() == {"report.md"}
 
 
 def test_fork_report_for_another_commit_is_not_posted(tmp_path, cml_recorder, github_api):
@@ -336,6 +345,216 @@ def test_fork_artifact_that_does_not_check_out_is_refused(
 def test_missing_fork_artifact_is_a_notice(tmp_path, cml_recorder):
     env, calls = cml_recorder
     assert ci.comment_fork(tmp_path / "absent", HEAD, env) == "missing"
+    assert calls() == []
+
+
+# --- a fork's markdown never makes CML upload a runner file -----------------------------
+
+
+def png(payload: bytes) -> bytes:
+    """A real 1x1 PNG carrying `payload` in a tEXt chunk (so each one's bytes are unique)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 1x1, 8-bit grey
+    return (
+        ci.PNG_SIGNATURE
+        + chunk(b"IHDR", header)
+        + chunk(b"tEXt", b"Comment\0" + payload)
+        + chunk(b"IDAT", zlib.compress(b"\0\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture
+def secrets(tmp_path):
+    """Files of the runner outside the artifact: a private key and a PNG."""
+    home = tmp_path / "home" / ".ssh"
+    home.mkdir(parents=True)
+    (home / "id").write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY----- s3cr3t-key-bytes\n")
+    (home / "key.png").write_bytes(png(b"s3cr3t-png-bytes"))
+    return home
+
+
+def hostile_report(secrets: Path) -> str:
+    """Every way we know for CommonMark to hand CML a url that reaches `secrets`."""
+    key, key_png = secrets / "id", secrets / "key.png"
+    up = "/.." * 30  # more than enough to climb from any folder to /
+    escaped = str(key).replace("/", "\\/")
+    referenced = "&#47;" + str(key)[1:].replace("/", "&#47;")
+    data = base64.b64encode(key_png.read_bytes()).decode()
+    return f"""## Experiment report
+
+| plot | note |
+|---|---|
+| ![good](report_images/pr/good.png) | a real plot, kept |
+
+![absolute]({key_png}) and [absolute link]({key}) and [titled]({key} "t")
+[dot-dot](../home/.ssh/id) ![dot-dot image](report_images/../../home/.ssh/key.png)
+![symlink](report_images/pr/leak.png) ![through a symlinked folder](report_images/linked/key.png)
+[file url](file://{key}) [angle destination](<{key}>)
+[http climbing out](http://example.com{up}{key}) <ab:{up}{key}>
+[escapes]({escaped}) [character references]({referenced})
+<img src="{key_png}"> <a href="{key}">html</a>
+`code` [after a code span]({key}) \\[escaped]({key}) \\\\[after a backslash]({key})
+[![good](report_images/pr/good.png)]({key}) [link text [nested]({key})]({key})
+![not a png](report_images/pr/fake.png) ![too big](report_images/pr/huge.png)
+![inline data](data:image/png;base64,{data})
+[used reference][key]
+a code span ` that a later line closes
+` [after a span across lines]({key}) `
+# a heading `
+[after a heading's backtick]({key}) `
+a backtick `[before a bare CR]({key})\r# `then a heading
+``` fenced
+[in a fence]({key}) `[in a fence, in code]({key})`
+```
+
+[key]: {key}
+> [quoted]: {key_png}
+- [in a list]: {key}
+"""
+
+
+def hostile_artifact(tmp_path: Path, secrets: Path) -> tuple[Path, bytes]:
+    artifact = fork_artifact(tmp_path, 7)
+    images = artifact / "report_images"
+    good = png(b"the fork's own plot")
+    (images / "pr" / "good.png").write_bytes(good)
+    (images / "pr" / "fake.png").write_text("#!/bin/sh\necho not a png\n")
+    (images / "pr" / "huge.png").write_bytes(ci.PNG_SIGNATURE + bytes(ci.FORK_PLOT_MAX_BYTES))
+    (images / "pr" / "leak.png").symlink_to(secrets / "key.png")
+    (images / "linked").symlink_to(secrets, target_is_directory=True)
+    (artifact / "report.md").write_text(hostile_report(secrets))
+    return artifact, good
+
+
+def secret_bytes(secrets: Path) -> list[bytes]:
+    return [(secrets / name).read_bytes() for name in ("id", "key.png")]
+
+
+def test_the_cml_stand_in_uploads_the_files_cml_would(tmp_path, secrets):
+    """The emulation catches the leak that the fork path must prevent (so that test can fail)."""
+    artifact, _ = hostile_artifact(tmp_path, secrets)
+    uploads = publish(artifact / "report.md")
+    leaked = {u["url"]: u["bytes"] for u in uploads if u["bytes"] in secret_bytes(secrets)}
+    key, key_png = secrets / "id", secrets / "key.png"
+    for url in [
+        str(key_png),  # absolute
+        "../home/.ssh/id",
+        "report_images/pr/leak.png",  # a symlink inside the artifact
+        "report_images/linked/key.png",
+        f"http://example.com{'/..' * 30}{key}",  # no scheme is exempt from path.resolve
+        f"ab:{'/..' * 30}{key}",  # an autolink (a scheme has 2 to 32 letters)
+        str(key),  # via escapes, character references, definitions, angle brackets ...
+    ]:
+        assert url in leaked, url
+    assert any(u["path"] is None and u["bytes"] == key_png.read_bytes() for u in uploads)
+    # CML does not visit html nodes, and resolves file: urls as a relative folder `file:`
+    assert str(key_png) not in [u["url"] for u in uploads if "<img" in u["url"]]
+    assert f"file://{key}" not in {u["url"] for u in uploads}
+
+
+def test_hostile_fork_artifact_uploads_only_verified_png_copies(
+    tmp_path, secrets, cml_recorder, github_api, capsys
+):
+    env, calls = cml_recorder
+    api, fake = github_api
+    fake.pulls[7] = pull_json(HEAD)
+    env.update(GITHUB_API_URL=api, GITHUB_REPOSITORY=REPO, GITHUB_ACTIONS="true")
+    artifact, good = hostile_artifact(tmp_path, secrets)
+    assert ci.comment_fork(artifact, HEAD, env) == "posted"
+    (call,) = calls()
+    folder = Path(call["args"][-1]).parent
+    # the folder CML was given holds the rebuilt report and the one verified plot, copied
+    assert call["folder"] == {"report.md": call["body"].encode().hex(), "plot-01.png": good.hex()}
+    # every url CML sees is that copy, so that copy is all it uploads
+    assert set(cml_urls(call["body"])) == {"plot-01.png"}
+    assert call["uploads"], "the fork's real plot was not posted"
+    for upload in call["uploads"]:
+        assert upload["path"] == str(folder / "plot-01.png")
+        assert bytes.fromhex(upload["bytes"]) == good
+    for secret in secret_bytes(secrets):
+        assert secret.hex() not in json.dumps(call)
+    assert b"s3cr3t".hex() not in json.dumps(call) and "s3cr3t" not in call["body"]
+    # the fork's text stays readable: heading, table, the labels of the links it lost
+    body = call["body"]
+    assert body.startswith("## Experiment report\n\n| plot | note |\n|---|---|\n")
+    assert "| ![good](plot-01.png) | a real plot, kept |" in body
+    assert "\nabsolute and absolute link and " in body and "\ndot-dot dot-dot image\n" in body
+    assert "links or images of this fork's report are not shown" in body.replace("(s)", "s")
+    log = capsys.readouterr().out
+    assert "::warning title=fork report::not published: image 'report_images/pr/fake.png': " in log
+    assert "report_images/pr/leak.png is a symlink" in log
+    assert "report_images/linked is a symlink" in log
+    assert f"report_images/pr/huge.png is larger than {ci.FORK_PLOT_MAX_BYTES} bytes" in log
+    assert "not a PNG file" in log
+
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory):
+    """A report as src.report writes it on a fork's CI run (8 plots, the run link)."""
+    top = tmp_path_factory.mktemp("real")
+    out = top / "artifact" / "report.md"
+    ci_env = {
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_RUN_ID": "123456",
+    }
+    text, _ = build_report(make_repo(top / "repo"), "main", out, env=ci_env)
+    (out.parent / "pr.json").write_text(json.dumps({"number": 7, "head_sha": HEAD}))
+    return out.parent, text
+
+
+def test_a_real_fork_report_is_posted_with_its_plots(
+    tmp_path, real_report, cml_recorder, github_api
+):
+    env, calls = cml_recorder
+    api, fake = github_api
+    fake.pulls[7] = pull_json(HEAD)
+    event = tmp_path / "workflow_run.json"
+    event.write_text(json.dumps({"workflow_run": {"id": 123456, "head_sha": HEAD}}))
+    env.update(
+        GITHUB_API_URL=api,
+        GITHUB_REPOSITORY=REPO,
+        GITHUB_SERVER_URL="https://github.com",
+        GITHUB_EVENT_PATH=str(event),
+    )
+    artifact, text = real_report
+    assert ci.comment_fork(artifact, HEAD, env) == "posted"
+    (call,) = calls()
+    plots = re.findall(r"\]\((report_images/[^)]+\.png)\)", text)
+    assert len(plots) == 8
+    # the same report, plots renamed to their verified copies, nothing dropped
+    renamed = iter(f"plot-{n:02d}.png" for n in range(1, 9))
+    assert call["body"] == re.sub(r"report_images/[^)]+\.png", lambda _: next(renamed), text)
+    run = f"https://github.com/{REPO}/actions/runs/123456"
+    assert cml_urls(call["body"]) == [f"plot-{n:02d}.png" for n in range(1, 9)] + [run]
+    assert [bytes.fromhex(u["bytes"]) for u in call["uploads"]] == [
+        (artifact / path).read_bytes() for path in plots
+    ]
+
+
+def test_a_fork_report_that_is_a_symlink_is_refused(tmp_path, secrets, cml_recorder, github_api):
+    env, calls = cml_recorder
+    api, fake = github_api
+    fake.pulls[7] = pull_json(HEAD)
+    env.update(GITHUB_API_URL=api, GITHUB_REPOSITORY=REPO)
+    artifact = fork_artifact(tmp_path, 7)
+    (artifact / "report.md").unlink()
+    (artifact / "report.md").symlink_to(secrets / "id")
+    with pytest.raises(ci.CIError, match=r"^the fork.s artifact is refused: report.md is a sym"):
+        ci.comment_fork(artifact, HEAD, env)
+    (artifact / "report.md").unlink()
+    (artifact / "report.md").write_text("x" * (ci.FORK_REPORT_MAX_BYTES + 1))
+    with pytest.raises(ci.CIError, match=r"report.md is larger than 262144 bytes"):
+        ci.comment_fork(artifact, HEAD, env)
+    (artifact / "report.md").write_text("## Report\n")
+    (artifact / "pr.json").write_text("{not json")
+    with pytest.raises(ci.CIError, match=r"pr.json in the fork's artifact is not JSON"):
+        ci.comment_fork(artifact, HEAD, env)
     assert calls() == []
 
 
