@@ -247,6 +247,7 @@ def github_get(url: str, token: str) -> dict:
 # `../..` paths, symlinks, and urls spelled with escapes (`\/`) or character references
 # (`&#47;`). Such nodes come from `[` (inline links, images, reference definitions, anywhere)
 # and from `<...>` autolinks; `html` nodes are not visited, but GitHub renders them.
+# (With GFM, bare `http://` and `www.` text would be links too: re-check on a CML upgrade.)
 #
 # So the fork's markdown never reaches CML. `fork_markdown` rebuilds it in trusted code:
 # every `\`, `[`, `]` and `<` of the fork's text gets a backslash, so it opens no link,
