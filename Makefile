@@ -123,7 +123,7 @@ gate: $(RUN_STAMP) ## Quality gate (params.yaml `gate:`) of the metrics vs BASE;
 comment: $(RUN_STAMP) ## CI: post the report on the PR with CML (one comment, updated in place)
 	python -m src.ci comment
 
-docker-publish: ## CI: tag IMAGE with docker/metadata-action's tags and labels, push it
+docker-publish: ## CI: tag IMAGE with docker/metadata-action's tags and labels, push it, print its digest
 	python -m src.ci publish-image $(IMAGE)
 
 # actionlint runs shellcheck on every `run:` script only if it finds shellcheck, and passes
