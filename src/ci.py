@@ -6,7 +6,7 @@
     python -m src.ci comment-fork DIR --head-sha SHA
                                            post a fork PR's uploaded report (workflow_run)
     python -m src.ci publish-image IMAGE   add the OCI labels and tags of docker/metadata-action
-                                           to the tested image and push it
+                                           to the tested image, push it, print its digest
 
 Standard library only: the fork workflow runs `python3 -m src.ci comment-fork` from the base
 branch's checkout, with nothing installed and none of the PR's code run. What it hands CML
@@ -513,14 +513,72 @@ def lowercase_repository(tag: str) -> str:
     return f"{name.lower()}:{version}"
 
 
+DIGEST_LINE = re.compile(r"^(?P<tag>\S+): digest: (?P<digest>sha256:[0-9a-f]{64}) size: \d+$")
+
+
+def repository_of(tag: str) -> str:
+    """ghcr.io/acme/penguins:sha-1234567 -> ghcr.io/acme/penguins (a registry port stays)."""
+    name, sep, version = tag.rpartition(":")
+    return name if sep and "/" not in version else tag
+
+
+def metadata_from_env(env: Mapping[str, str]) -> dict:
+    """docker/metadata-action's `json` output, passed as DOCKER_METADATA_OUTPUT_JSON."""
+    raw = env.get("DOCKER_METADATA_OUTPUT_JSON", "")
+    if not raw.strip():
+        raise CIError(
+            "DOCKER_METADATA_OUTPUT_JSON is empty: set it to docker/metadata-action's "
+            "`json` output (steps.meta.outputs.json)"
+        )
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CIError(f"DOCKER_METADATA_OUTPUT_JSON is not JSON: {exc}") from None
+    if not isinstance(metadata, dict):
+        raise CIError("DOCKER_METADATA_OUTPUT_JSON is not a JSON object with tags and labels")
+    return metadata
+
+
+def push_tag(docker: str, tag: str, env: Mapping[str, str]) -> str:
+    """`docker push tag`, its output passed through; returns the manifest digest it reports."""
+    proc = subprocess.run(
+        [docker, "push", tag], env=dict(env), stdout=subprocess.PIPE, text=True, check=False
+    )
+    sys.stdout.write(proc.stdout)
+    sys.stdout.flush()
+    if proc.returncode != 0:
+        raise CIError(f"docker push {tag} failed (exit {proc.returncode})")
+    digests = [m["digest"] for m in map(DIGEST_LINE.match, proc.stdout.splitlines()) if m]
+    if len(digests) != 1:
+        raise CIError(f"docker push {tag} reported no manifest digest")
+    return digests[0]
+
+
+def report_pushed(pushed: Mapping[str, str], tags: list[str], env: Mapping[str, str]) -> None:
+    """One line per repository (`REPO@sha256:...`), plus the job's outputs and summary."""
+    for repository, digest in pushed.items():
+        version_tags = ", ".join(
+            t.rpartition(":")[2] for t in tags if repository_of(t) == repository
+        )
+        annotate("notice", "image pushed", f"{repository}@{digest} (tags: {version_tags})", env)
+    if env.get("GITHUB_OUTPUT"):
+        with open(env["GITHUB_OUTPUT"], "a", encoding="utf-8") as out:
+            out.write(f"digest={next(iter(pushed.values()))}\n")
+    if env.get("GITHUB_STEP_SUMMARY"):
+        with open(env["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as out:
+            out.write("### Image pushed\n\n| image | digest |\n|---|---|\n")
+            out.writelines(f"| `{tag}` | `{pushed[repository_of(tag)]}` |\n" for tag in tags)
+
+
 def publish_image(
     image: str, metadata: dict, push_tags: bool = True, env: Mapping[str, str] | None = None
-) -> list[str]:
+) -> dict[str, str]:
     """Give the tested `image` the tags and OCI labels of docker/metadata-action, push it.
 
     The labels go on with a `FROM image` build: the layers that were smoke-tested are the
     layers pushed (only the image config changes). `DOCKER` names the client binary, as in
-    scripts/docker/. Returns the tags.
+    scripts/docker/. Returns {repository: pushed manifest digest} ({} with push_tags=False);
+    every tag of a repository must report the same digest.
     """
     env = dict(os.environ if env is None else env)
     docker = env.get("DOCKER") or "docker"
@@ -535,11 +593,16 @@ def publish_image(
     proc = subprocess.run(cmd, input=f"FROM {image}\n", text=True, env=env)
     if proc.returncode != 0:
         raise CIError(f"labelling {image} failed (exit {proc.returncode})")
-    if push_tags:
-        for tag in tags:
-            if subprocess.run([docker, "push", tag], env=env).returncode != 0:
-                raise CIError(f"docker push {tag} failed")
-    return tags
+    if not push_tags:
+        return {}
+    pushed: dict[str, str] = {}
+    for tag in tags:
+        digest = push_tag(docker, tag, env)
+        repository = repository_of(tag)
+        if pushed.setdefault(repository, digest) != digest:
+            raise CIError(f"{tag} was pushed as {digest}, other tags as {pushed[repository]}")
+    report_pushed(pushed, tags, env)
+    return pushed
 
 
 # --- CLI -------------------------------------------------------------------------------
@@ -570,8 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "comment-fork":
             comment_fork(args.artifact, args.head_sha)
         else:
-            metadata = json.loads(os.environ.get("DOCKER_METADATA_OUTPUT_JSON") or "{}")
-            publish_image(args.image, metadata, push_tags=not args.no_push)
+            publish_image(args.image, metadata_from_env(os.environ), push_tags=not args.no_push)
     except CIError as exc:
         annotate("error", f"src.ci {args.command}", str(exc))
         return 1

@@ -5,6 +5,7 @@ to start throwaway servers on loopback. Used by the tests and the benchmarks.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -114,6 +115,50 @@ def moto_s3(bucket: str, timeout: float = 30) -> Iterator[tuple[str, Any]]:
                     raise
                 time.sleep(0.3)
         yield endpoint, s3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def docker_registry(storage: Path, timeout: float = 30) -> Iterator[str]:
+    """A real Docker registry (Debian's docker-registry, distribution 2.8) on loopback over
+    plain HTTP, storing into `storage`: yields its host, `127.0.0.1:PORT`. dockerd allows
+    plain HTTP to 127.0.0.0/8 registries by default (`docker info`: Insecure Registries)."""
+    import urllib.request
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise FileNotFoundError("docker-registry is missing: run scripts/ci/install-system-deps.sh")
+    port = free_port()
+    config = storage / "config.yml"
+    storage.mkdir(parents=True, exist_ok=True)
+    settings = {  # JSON is YAML: the registry reads it as its config.yml
+        "version": 0.1,
+        "log": {"level": "warn"},
+        "storage": {
+            "filesystem": {"rootdirectory": str(storage / "data")},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }
+    config.write_text(json.dumps(settings, indent=2))
+    with open(storage / "registry.log", "wb") as log:
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+    host = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{host}/v2/", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    log_text = (storage / "registry.log").read_text(errors="replace")
+                    raise RuntimeError(f"docker-registry did not come up:\n{log_text}") from None
+                time.sleep(0.2)
+        yield host
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -598,6 +598,24 @@ def test_publish_without_tags_is_an_error():
         ci.publish_image("mloperation:latest", {"tags": []})
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "DOCKER_METADATA_OUTPUT_JSON is empty"),
+        ('{"tags": [', "DOCKER_METADATA_OUTPUT_JSON is not JSON"),
+        ('["ghcr.io/a/b:latest"]', "not a JSON object"),
+    ],
+)
+def test_publish_cli_names_bad_metadata_in_one_line(value, message, capsys, monkeypatch):
+    monkeypatch.setenv("DOCKER_METADATA_OUTPUT_JSON", value)
+    monkeypatch.setenv("DOCKER", "/nonexistent/docker")  # never reached
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    assert ci.main(["publish-image", "mloperation:latest"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("error: src.ci publish-image: ") and message in out
+    assert out.count("\n") == 1
+
+
 def test_cli_returns_1_with_an_error_annotation(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.delenv("GITHUB_EVENT_PATH", raising=False)

@@ -1,9 +1,10 @@
-"""The GitHub workflows: actionlint, and the rules they are written to.
+"""The GitHub workflows: actionlint (with shellcheck), zizmor, and the rules they are written to.
 
 Rules: actions pinned to a commit SHA with its version as a comment; no permissions at the
 top, least privilege per job; a timeout on every job; every `run:` step is a make target
 (or, in the fork workflow, the `src.ci` module) so no logic hides in YAML; the fork
-workflow never checks out the PR; the release smoke-tests the image before pushing it.
+workflow never checks out the PR; the release smoke-tests the image before pushing it,
+restores no cache, and reads secrets only in its `release` environment.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from src.config import ROOT
+from tests.metadata_action import PushEvent, metadata
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))
@@ -40,12 +42,52 @@ def runs(workflow: dict, job: str) -> list[str]:
     return [step["run"] for step in steps(workflow, job) if "run" in step]
 
 
+BIN = Path(sys.executable).parent
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def actionlint(*files: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """actionlint as `make lint-workflows` runs it: shellcheck checks every `run:` script."""
+    cmd = [str(BIN / "actionlint"), f"-shellcheck={BIN / 'shellcheck'}", "-no-color"]
+    return subprocess.run([*cmd, *map(str, files)], cwd=cwd, capture_output=True, text=True)
+
+
+def zizmor(target: Path) -> subprocess.CompletedProcess:
+    """zizmor as `make lint-workflows` runs it: offline, findings of medium severity and up."""
+    cmd = [str(BIN / "zizmor"), "--offline", "--min-severity=medium", str(target)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+
+
 def test_actionlint_passes():
-    actionlint = Path(sys.executable).with_name("actionlint")
-    proc = subprocess.run(
-        [str(actionlint), "-no-color", *map(str, FILES)], cwd=ROOT, capture_output=True, text=True
-    )
+    proc = actionlint(*FILES)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_runs_shellcheck_on_run_steps(tmp_path):
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    step = {"run": "echo $UNQUOTED"}
+    job = {"runs-on": "ubuntu-latest", "permissions": {}, "steps": [step]}
+    bad.write_text(yaml.safe_dump({"name": "bad", "on": "push", "jobs": {"a": job}}))
+    proc = actionlint(bad, cwd=tmp_path)
+    assert proc.returncode == 1 and "SC2086" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_zizmor_passes():
+    proc = zizmor(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_zizmor_flags_a_cache_restored_in_a_release(tmp_path):
+    """The check can fail: the pip cache release.yml used to have is a finding."""
+    bad = tmp_path / ".github" / "workflows" / "release.yml"
+    bad.parent.mkdir(parents=True)
+    text = (WORKFLOWS / "release.yml").read_text()
+    python = 'python-version: "3.11"\n'
+    assert python in text
+    bad.write_text(text.replace(python, python + "          cache: pip\n"))
+    proc = zizmor(tmp_path)
+    assert proc.returncode != 0 and "cache-poisoning" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_the_expected_workflows_exist():
@@ -161,9 +203,56 @@ def test_release_workflow():
     assert order.index("make docker-smoke") < order.index("make docker-publish")
     meta = next(s for s in steps(release, "image") if "metadata-action" in s.get("uses", ""))
     assert meta["with"]["images"] == "ghcr.io/${{ github.repository }}"
-    tags = meta["with"]["tags"]
-    assert "type=sha" in tags and "type=semver,pattern={{version}}" in tags
-    assert "type=raw,value=latest,enable={{is_default_branch}}" in tags
+    login = next(s for s in steps(release, "image") if "login-action" in s.get("uses", ""))
+    assert login["with"]["registry"] == "ghcr.io"  # the host of the image names
+
+
+def test_release_restores_no_cache_and_reads_secrets_only_in_its_environment():
+    """What the release installs is published: nothing comes from a cache (zizmor's
+    cache-poisoning); the DVC remote's keys are the `release` environment's secrets."""
+    release = load("release.yml")
+    for step in steps(release, "image"):
+        action = step.get("uses", "").split("@")[0]
+        assert action not in ("actions/cache", "actions/cache/restore"), step
+        assert "cache" not in step.get("with", {}), step
+    for name, job in release["jobs"].items():
+        if "secrets." in yaml.safe_dump(job):
+            assert job.get("environment") == "release", name
+    assert "secrets." in yaml.safe_dump(release["jobs"]["image"])
+
+
+def release_metadata(ref: str) -> dict:
+    release = load("release.yml")
+    meta = next(s for s in steps(release, "image") if "metadata-action" in s.get("uses", ""))
+    return metadata(meta["with"], PushEvent(ref=ref, sha=SHA, repository="Acme/Penguins"))
+
+
+@pytest.mark.parametrize(
+    ("ref", "versions"),
+    [
+        ("refs/heads/main", ["latest", "sha-0123456"]),
+        ("refs/tags/v1.2.3", ["1.2.3", "1.2", "sha-0123456"]),
+        ("refs/tags/v2.0.0-rc.1", ["2.0.0-rc.1", "sha-0123456"]),  # no 2.0 for a pre-release
+        ("refs/tags/vnext", ["sha-0123456"]),  # not semver: no version tag
+    ],
+)
+def test_release_image_tags(ref, versions):
+    """README's tag table, computed from release.yml's metadata-action configuration."""
+    out = release_metadata(ref)
+    assert out["tags"] == [f"ghcr.io/acme/penguins:{v}" for v in versions]
+    assert out["labels"]["org.opencontainers.image.version"] == versions[0]
+    assert out["labels"]["org.opencontainers.image.revision"] == SHA
+    assert out["labels"]["org.opencontainers.image.source"] == "https://github.com/Acme/Penguins"
+
+
+def test_tests_workflow_lints_the_workflows_too():
+    assert runs(load("tests.yml"), "test") == ["make setup-dev", "make lint", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    lint = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    assert "lint-workflows" in lint
+    recipe = makefile.split("\nlint-workflows:", 1)[1].split("\n\n", 1)[0]
+    assert "actionlint -shellcheck=$(BIN)/shellcheck" in recipe
+    assert "zizmor --offline --min-severity=medium ." in recipe
 
 
 def test_dependabot_watches_actions_and_pip():
