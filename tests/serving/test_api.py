@@ -437,7 +437,7 @@ VIOLATIONS = {  # case -> Names -> (body, status, field named, problem pattern)
     ),
     "batch over the limit": lambda n: (
         {"instances": [n.record] * 101},
-        413,
+        422,
         "instances",
         "at most 100",
     ),
@@ -524,6 +524,22 @@ def test_oversized_body_is_413(configured, record):
     assert_client_error(chunked, 413, "(body)", f"larger than {limit} bytes")
     assert_client_error(post(client, raw[: limit + 1]), 413, "(body)")  # one byte over
     assert post(client, fits).status_code == 200
+
+
+def test_a_batch_over_the_record_limit_is_422_not_413(configured, record):
+    """1001 records at the default limit (1000): well-formed JSON of a few hundred KB that the
+    contract refuses (422 naming the limit); 413 is kept for bodies over MAX_BODY_BYTES."""
+    client = configured.client()  # default MAX_BATCH_SIZE and MAX_BODY_BYTES
+    limits = client.get("/metadata").get_json()["limits"]
+    assert limits["max_batch_size"] == 1000
+    body = json.dumps({"instances": [record] * 1001})
+    assert len(body) < limits["max_body_bytes"]
+    error = assert_client_error(post(client, body), 422, "instances", "at most 1000 records")
+    assert "1001 records; the limit is 1000" in error["message"]
+    assert post(client, {"instances": [record] * 1000}).status_code == 200
+    responses = client.get("/openapi.json").get_json()["paths"]["/predict"]["post"]["responses"]
+    assert "1000 records" in responses["422"]["description"]
+    assert "records" not in responses["413"]["description"]
 
 
 def test_unknown_paths_and_methods_answer_json(client):
