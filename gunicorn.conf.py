@@ -9,12 +9,49 @@ The app is loaded once in the master before forking (`preload_app`): the model f
 checked there, so a missing, truncated or foreign model stops the server at start with one
 line naming the file and the problem (exit status 4), never a crash loop of workers. ONNX
 Runtime is started only in the workers, after the fork (it does not survive a fork), each
-with its own session and its own row of the shared /metrics counters.
+with its own session; /metrics sums the counts of every worker (prometheus_client multiprocess
+mode, see _metrics_dir below).
 """
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
+
+
+def _metrics_dir() -> str:
+    """PROMETHEUS_MULTIPROC_DIR for prometheus_client's multiprocess mode, emptied at server
+    start. Runs when gunicorn reads this file, before it imports the app (prometheus_client
+    chooses its mode at import). A value set by the caller is used (and emptied of *.db
+    files) as is; otherwise a private directory under $TMPDIR, removed at exit."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if os.environ.get("MLOPERATION_METRICS_OWNER") == str(os.getpid()):
+        return given  # a config reload (SIGHUP) of this master: keep the counts
+    if given:
+        path = Path(given)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            for old in path.glob("*.db"):
+                old.unlink()
+        except OSError as exc:
+            print(
+                f"mloperation predictor: cannot start: PROMETHEUS_MULTIPROC_DIR={given!r}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(4) from None
+    else:
+        path = Path(tempfile.mkdtemp(prefix="mloperation-metrics-"))
+        os.environ["MLOPERATION_METRICS_CREATED"] = str(path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    os.environ["MLOPERATION_METRICS_OWNER"] = str(os.getpid())
+    return str(path)
+
+
+_metrics_dir()
 
 wsgi_app = "flask_app.wsgi:app"
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
@@ -40,13 +77,8 @@ def _state(server):
     return server.app.wsgi().extensions["mloperation"]
 
 
-def pre_fork(server, worker):
-    """Master: give the new worker its own row of the shared metrics."""
-    worker.metrics_slot = _state(server).metrics.claim_slot()
-
-
 def post_fork(server, worker):
-    """Worker: write metrics to its row; start ONNX Runtime and score a test record.
+    """Worker: start ONNX Runtime and score a test record.
 
     A model that ONNX Runtime cannot run stops the worker with gunicorn's boot-error
     status (3), on which the master shuts down instead of respawning.
@@ -58,7 +90,6 @@ def post_fork(server, worker):
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
     state = _state(server)
-    state.metrics.bind(worker.metrics_slot)
     try:
         state.model.open_session()
     except ModelLoadError as exc:
@@ -67,7 +98,15 @@ def post_fork(server, worker):
 
 
 def child_exit(server, worker):
-    """Master: keep an exited worker's counts (counters never go backwards)."""
-    slot = getattr(worker, "metrics_slot", None)
-    if slot is not None:
-        _state(server).metrics.release_slot(slot)
+    """Master: drop an exited worker's live gauges; its counters' files stay and are
+    still summed, so counters never go backwards when a worker is replaced."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Master, at shutdown: remove the metrics directory this file created."""
+    created = os.environ.get("MLOPERATION_METRICS_CREATED")
+    if created:
+        shutil.rmtree(created, ignore_errors=True)

@@ -24,7 +24,7 @@ from flask import Flask, Response, g, render_template, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from flask_app.contract import ClientError, RecordChecker, decode_json
-from flask_app.metrics import SharedMetrics
+from flask_app.metrics import CONTENT_TYPE, Metrics
 from flask_app.openapi import build_openapi
 from flask_app.settings import ConfigError, Settings
 from src.serving.model import ConstantModel, ModelLoadError, ServingModel
@@ -34,6 +34,7 @@ __all__ = ["ConfigError", "ModelLoadError", "create_app"]
 log = logging.getLogger("flask_app")
 STATE_KEY = "mloperation"
 JSON = "application/json"
+ENDPOINTS = ("/", "/health", "/ready", "/metadata", "/predict", "/openapi.json", "/metrics")
 
 
 @dataclass
@@ -43,7 +44,7 @@ class PredictorState:
     settings: Settings
     model: ServingModel
     checker: RecordChecker
-    metrics: SharedMetrics
+    metrics: Metrics
     metadata: bytes
     openapi: bytes
     index_html: bytes
@@ -77,9 +78,13 @@ def _metadata(model: ServingModel, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _model_info(metadata: dict[str, Any]) -> dict[str, str]:
+    return {k: str(metadata[k] or "unknown") for k in ("model_type", "model_sha256", "git_commit")}
+
+
 def create_app(config: Mapping[str, Any] | None = None, *, open_session: bool = True) -> Flask:
     """Build the predictor. `config` overrides the environment (MODEL_DIR, MAX_BATCH_SIZE,
-    MAX_BODY_BYTES, CONSTANT_MODEL, METRICS_SLOTS); raises ModelLoadError/ConfigError.
+    MAX_BODY_BYTES, BODY_TIMEOUT, CONSTANT_MODEL); raises ModelLoadError/ConfigError.
 
     `open_session=False` (flask_app.wsgi, for pre-fork servers) checks the model files now
     and leaves starting ONNX Runtime to each worker (gunicorn.conf.py's post_fork).
@@ -114,7 +119,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, open_session: bool = 
         settings=settings,
         model=model,
         checker=RecordChecker(model.schema, settings.max_batch_size),
-        metrics=SharedMetrics(model.classes, settings.metrics_slots),
+        metrics=Metrics(model.classes, ENDPOINTS, _model_info(metadata)),
         metadata=json.dumps(metadata, separators=(",", ":")).encode(),
         openapi=json.dumps(openapi, separators=(",", ":")).encode(),
         index_html=index_html.encode(),
@@ -148,8 +153,6 @@ def _read_body(timeout: int) -> bytes:
 
 def _register(app: Flask, state: PredictorState) -> None:
     model, checker, metrics = state.model, state.checker, state.metrics
-    meta = json.loads(state.metadata)
-    info = {k: str(meta[k] or "unknown") for k in ("model_type", "model_sha256", "git_commit")}
     n_classes = len(model.classes)
     row_format = (
         "{"
@@ -195,7 +198,7 @@ def _register(app: Flask, state: PredictorState) -> None:
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        return Response(metrics.render(info), mimetype="text/plain; version=0.0.4")
+        return Response(metrics.render(), content_type=CONTENT_TYPE)
 
     @app.get("/")
     def index() -> Response:
