@@ -1,8 +1,9 @@
 """gunicorn settings for the predictor (`gunicorn -c gunicorn.conf.py`; `make serve`).
 
 Environment: HOST (default 0.0.0.0; `make serve` uses 127.0.0.1), PORT (8000),
-WEB_CONCURRENCY (worker processes, default 2), GUNICORN_THREADS (threads per worker,
-default 4), GUNICORN_TIMEOUT (s, default 30), ACCESS_LOG ("-" = stdout, "" = off), plus the
+WEB_CONCURRENCY (worker processes, default 2), GUNICORN_WORKER_CLASS (gevent),
+GUNICORN_WORKER_CONNECTIONS (per worker, 1000), GUNICORN_THREADS (gthread only, 4),
+GUNICORN_TIMEOUT (s, default 30), ACCESS_LOG ("-" = stdout, "" = off), plus the
 app's own settings (MODEL_DIR, MAX_BATCH_SIZE, ... see flask_app/settings.py).
 
 The app is loaded once in the master before forking (`preload_app`): the model files are
@@ -56,9 +57,14 @@ _metrics_dir()
 wsgi_app = "flask_app.wsgi:app"
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# gthread: keep-alive connections, and a slow client holds one thread, not a whole worker.
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# gevent: each connection is a greenlet, so clients that send their headers or body slowly
+# cost memory, not a thread; gthread's 4 threads were all held by 8 such clients, leaving
+# /health unanswered (benchmarks/slow_clients.py, docs/serving.md). The headers of each
+# request must arrive within `keepalive` s (gunicorn's gevent worker), a body within
+# BODY_TIMEOUT. GUNICORN_WORKER_CLASS=gthread brings back the threaded worker.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))  # gthread only
 preload_app = True
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))  # a silent worker is replaced
 graceful_timeout = 10
@@ -78,7 +84,8 @@ def _state(server):
 
 
 def post_fork(server, worker):
-    """Worker: start ONNX Runtime and score a test record.
+    """Worker: start ONNX Runtime and score a test record; /ready follows the worker's
+    life (503 once it is draining after SIGTERM).
 
     A model that ONNX Runtime cannot run stops the worker with gunicorn's boot-error
     status (3), on which the master shuts down instead of respawning.
@@ -90,6 +97,7 @@ def post_fork(server, worker):
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
     state = _state(server)
+    state.draining = lambda: not worker.alive
     try:
         state.model.open_session()
     except ModelLoadError as exc:
@@ -110,3 +118,14 @@ def on_exit(server):
     created = os.environ.get("MLOPERATION_METRICS_CREATED")
     if created:
         shutil.rmtree(created, ignore_errors=True)
+
+
+def post_request(worker, req, environ, resp):
+    """gevent worker: after each request, let every other connection with data waiting run
+    first. A greenlet yields only when a read would block, so a keep-alive client that sends
+    its next request at once kept the worker to itself: p99 at 8 wrk connections went from
+    ~30 ms (gthread) to 500-700 ms; with gevent.idle() it is back to 20-80 ms."""
+    if worker_class == "gevent":
+        import gevent
+
+        gevent.idle()

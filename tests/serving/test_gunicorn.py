@@ -337,3 +337,73 @@ def test_metrics_stay_valid_and_monotonic_when_a_worker_is_replaced(
     info = [k for k in scrape(server.url) if k[0] == "mloperation_model_info"]
     assert len(info) == 1  # one identity, not one per worker
     assert "Traceback" not in server.log()
+
+
+# -- slow clients ------------------------------------------------------------------------------
+
+
+def test_slow_clients_do_not_stall_normal_ones(start_server, serving_dir, test_records):
+    """16 clients dripping headers and 16 dripping a body (4x the threads the gthread
+    worker had) attached the whole time; a normal client's /health and /predict are still
+    answered within 1 s, and the slow ones are cut off by the server."""
+    from benchmarks.slow_clients import SlowClients, probe
+
+    server = start_server(serving_dir, BODY_TIMEOUT="3")
+    server.wait_ready()
+    slow = SlowClients(server.port, headers=16, bodies=16, interval=1.0).start()
+    try:
+        time.sleep(2)
+        record = json.dumps(test_records[0]).encode()
+        answers = []
+        for _ in range(10):
+            answers.append(("/health", *probe(server.url + "/health", None)))
+            answers.append(("/predict", *probe(server.url + "/predict", record)))
+            time.sleep(0.3)
+        time.sleep(4)  # past keepalive (the headers' deadline) and BODY_TIMEOUT
+    finally:
+        slow.stop()
+    late = [(path, status, round(t, 3)) for path, status, t in answers if status != 200 or t > 1]
+    assert late == []
+    assert slow.closed_by_server >= 32  # every slow client was cut off at least once
+    assert server.proc.poll() is None
+
+
+# -- draining on SIGTERM -------------------------------------------------------------------
+
+
+def test_sigterm_drains_ready_503_and_idle_keepalive_connections_answered(
+    start_server, serving_dir, test_records
+):
+    server = start_server(serving_dir)
+    server.wait_ready()
+    server.wait_workers(2)
+    idle = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(4)]
+    for conn in idle:  # keep-alive connections, then left idle
+        conn.request("GET", "/ready")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200 and response.getheader("Connection") != "close"
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)  # the workers are draining now
+    assert server.proc.poll() is None
+    record = json.dumps(test_records[0]).encode()
+    for k, conn in enumerate(idle[:3]):  # a client sends on its idle connection: answered
+        if k == 0:
+            conn.request("POST", "/predict", record, {"Content-Type": "application/json"})
+        else:
+            conn.request("GET", "/ready")
+        response = conn.getresponse()  # no RemoteDisconnected
+        body = json.loads(response.read())
+        assert response.getheader("Connection") == "close"
+        if k == 0:
+            assert response.status == 200 and "predictions" in body
+        else:
+            assert (response.status, body) == (503, {"status": "draining"})
+        conn.close()
+    sock = idle[3].sock  # the one left idle is closed by the server with a FIN, not a reset
+    sock.settimeout(15)
+    assert sock.recv(1) == b""
+    idle[3].close()
+    assert server.proc.wait(timeout=15) == 0
+    log = server.log()
+    assert "Traceback" not in log and "Worker graceful timeout" not in log
