@@ -14,6 +14,7 @@ with its own session; /metrics sums the counts of every worker (prometheus_clien
 mode, see _metrics_dir below).
 """
 
+import atexit
 import os
 import shutil
 import signal
@@ -22,11 +23,16 @@ import tempfile
 from pathlib import Path
 
 
+def _remove_in_master(path: Path, master_pid: int) -> None:
+    if os.getpid() == master_pid:  # forked workers inherit atexit handlers
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _metrics_dir() -> str:
     """PROMETHEUS_MULTIPROC_DIR for prometheus_client's multiprocess mode, emptied at server
     start. Runs when gunicorn reads this file, before it imports the app (prometheus_client
     chooses its mode at import). A value set by the caller is used (and emptied of *.db
-    files) as is; otherwise a private directory under $TMPDIR, removed at exit."""
+    files) as is; otherwise a private directory under $TMPDIR, removed when the master exits."""
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if os.environ.get("MLOPERATION_METRICS_OWNER") == str(os.getpid()):
         return given  # a config reload (SIGHUP) of this master: keep the counts
@@ -46,7 +52,7 @@ def _metrics_dir() -> str:
             raise SystemExit(4) from None
     else:
         path = Path(tempfile.mkdtemp(prefix="mloperation-metrics-"))
-        os.environ["MLOPERATION_METRICS_CREATED"] = str(path)
+        atexit.register(_remove_in_master, path, os.getpid())  # also if the app fails to load
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     os.environ["MLOPERATION_METRICS_OWNER"] = str(os.getpid())
     return str(path)
@@ -111,13 +117,6 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    """Master, at shutdown: remove the metrics directory this file created."""
-    created = os.environ.get("MLOPERATION_METRICS_CREATED")
-    if created:
-        shutil.rmtree(created, ignore_errors=True)
 
 
 def post_request(worker, req, environ, resp):
