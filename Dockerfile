@@ -3,8 +3,9 @@
 #   make docker-build    # scripts/docker/build.sh: labels from git and the model hash
 #   make docker-smoke    # run it on loopback: healthy, /ready, a real /predict, non-root
 #
-# Serving needs only numpy + onnxruntime + flask + gunicorn (requirements-serve.txt), so
-# the image carries no pandas, scikit-learn, MLflow or DVC. See docs/docker.md.
+# Serving needs only numpy + onnxruntime + flask + gunicorn (gevent workers) +
+# prometheus-client (requirements-serve.txt), so the image carries no pandas, scikit-learn,
+# MLflow or DVC. See docs/docker.md.
 ARG BASE_IMAGE=python:3.11-slim
 
 # --- builder: a venv holding only the pinned serving runtime -----------------------------
@@ -17,10 +18,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 COPY requirements-serve.txt /tmp/requirements-serve.txt
 # The venv gets no pip of its own: the base image's pip installs into it (`--python`), so
 # neither pip nor setuptools reaches the runtime image. Then everything serving never
-# loads goes: bytecode caches, test suites, type stubs, headers, console scripts other than
-# gunicorn's, and onnxruntime's offline tooling (quantization, transformers, tools) and its
-# C-API library libonnxruntime.so (34 MB; the Python binding is a separate, self-contained
-# extension module). The last line proves what is left still runs a model.
+# loads goes: bytecode caches, test suites, type stubs, C sources and headers, console
+# scripts other than gunicorn's, and onnxruntime's offline tooling (quantization,
+# transformers, tools) and its C-API library libonnxruntime.so (34 MB; the Python binding
+# is a separate, self-contained extension module). The last line proves what is left still
+# runs a model.
 RUN python3 -m venv --without-pip /opt/venv \
     && python3 -m pip --python /opt/venv/bin/python install --no-cache-dir --no-compile \
         -r /tmp/requirements-serve.txt \
@@ -31,8 +33,11 @@ RUN python3 -m venv --without-pip /opt/venv \
         "$site"/onnxruntime/quantization "$site"/onnxruntime/transformers \
         "$site"/onnxruntime/tools "$site"/onnxruntime/datasets \
         "$site"/numpy/f2py "$site"/numpy/_core/include "$site"/numpy/_pyinstaller \
+        "$site"/gevent/testing \
+    && find "$site" -type f \( -name '*.c' -o -name '*.h' -o -name '*.cpp' -o -name '*.hpp' \
+        -o -name '*.pxd' -o -name '*.pyx' \) -delete \
     && find /opt/venv/bin -type f ! -name 'python*' ! -name gunicorn -delete \
-    && /opt/venv/bin/python -c "import flask, gunicorn, numpy, onnxruntime; onnxruntime.SessionOptions()"
+    && /opt/venv/bin/python -c "import flask, gunicorn.workers.ggevent, numpy, onnxruntime, prometheus_client; onnxruntime.SessionOptions()"
 
 # The app, normalised to root-owned and world-readable whatever the host's umask was.
 COPY gunicorn.conf.py /app/
@@ -65,7 +70,8 @@ COPY --from=builder /app /app
 WORKDIR /app
 
 # Code and model are root-owned and read-only to the server; it writes nothing but /tmp
-# (gunicorn's worker heartbeats), so the container also runs with --read-only --tmpfs /tmp.
+# (gunicorn's worker heartbeats, the /metrics counter files), so the container also runs
+# with --read-only --tmpfs /tmp.
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -85,7 +85,7 @@ bench-pipeline: $(DEV_STAMP) ## Benchmark the pipeline; writes reports/bench/pip
 	python -m benchmarks.pipeline
 
 # --- The predictor (flask_app/, gunicorn.conf.py; docs/serving.md) ----------------------
-.PHONY: serve bench-serve bench-peers
+.PHONY: serve bench-serve bench-peers bench-slow-clients
 
 serve: $(RUN_STAMP) ## Serve models/serving with gunicorn on http://127.0.0.1:8000 (HOST/PORT)
 	@test -f models/serving/model.json || { echo "models/serving/ missing: run make repro"; exit 1; }
@@ -94,6 +94,9 @@ serve: $(RUN_STAMP) ## Serve models/serving with gunicorn on http://127.0.0.1:80
 bench-serve: $(DEV_STAMP) ## Predictor vs `mlflow models serve`, configured data + a regression set; reports/bench/serve*.json
 	python -m benchmarks.serve
 	python -m benchmarks.serve --dataset diabetes --out reports/bench/serve-diabetes.json
+
+bench-slow-clients: $(DEV_STAMP) ## /health and /predict probes with 64 slow-header + 64 slow-body clients attached; reports/bench/slow-clients.json
+	python -m benchmarks.slow_clients
 
 bench-peers: $(DEV_STAMP) ## Predictor vs MLServer and BentoML (own venvs in /tmp); reports/bench/peers.json
 	python -m benchmarks.peers

@@ -14,8 +14,9 @@ import json
 import logging
 import math
 import socket
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from flask import Flask, Response, g, render_template, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from flask_app.contract import ClientError, RecordChecker, decode_json
-from flask_app.metrics import SharedMetrics
+from flask_app.metrics import CONTENT_TYPE, Metrics
 from flask_app.openapi import build_openapi
 from flask_app.settings import ConfigError, Settings
 from src.serving.model import ConstantModel, ModelLoadError, ServingModel
@@ -34,6 +35,7 @@ __all__ = ["ConfigError", "ModelLoadError", "create_app"]
 log = logging.getLogger("flask_app")
 STATE_KEY = "mloperation"
 JSON = "application/json"
+ENDPOINTS = ("/", "/health", "/ready", "/metadata", "/predict", "/openapi.json", "/metrics")
 
 
 @dataclass
@@ -43,10 +45,12 @@ class PredictorState:
     settings: Settings
     model: ServingModel
     checker: RecordChecker
-    metrics: SharedMetrics
+    metrics: Metrics
     metadata: bytes
     openapi: bytes
     index_html: bytes
+    # Whether the server is shutting down (gunicorn.conf.py's post_fork: after SIGTERM).
+    draining: Callable[[], bool] = lambda: False
 
 
 def _json_response(data: Any, status: int = 200) -> Response:
@@ -77,9 +81,13 @@ def _metadata(model: ServingModel, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _model_info(metadata: dict[str, Any]) -> dict[str, str]:
+    return {k: str(metadata[k] or "unknown") for k in ("model_type", "model_sha256", "git_commit")}
+
+
 def create_app(config: Mapping[str, Any] | None = None, *, open_session: bool = True) -> Flask:
     """Build the predictor. `config` overrides the environment (MODEL_DIR, MAX_BATCH_SIZE,
-    MAX_BODY_BYTES, CONSTANT_MODEL, METRICS_SLOTS); raises ModelLoadError/ConfigError.
+    MAX_BODY_BYTES, BODY_TIMEOUT, CONSTANT_MODEL); raises ModelLoadError/ConfigError.
 
     `open_session=False` (flask_app.wsgi, for pre-fork servers) checks the model files now
     and leaves starting ONNX Runtime to each worker (gunicorn.conf.py's post_fork).
@@ -114,7 +122,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, open_session: bool = 
         settings=settings,
         model=model,
         checker=RecordChecker(model.schema, settings.max_batch_size),
-        metrics=SharedMetrics(model.classes, settings.metrics_slots),
+        metrics=Metrics(model.classes, ENDPOINTS, _model_info(metadata)),
         metadata=json.dumps(metadata, separators=(",", ":")).encode(),
         openapi=json.dumps(openapi, separators=(",", ":")).encode(),
         index_html=index_html.encode(),
@@ -124,18 +132,48 @@ def create_app(config: Mapping[str, Any] | None = None, *, open_session: bool = 
     return app
 
 
+def _body_deadline(seconds: int) -> contextlib.AbstractContextManager:
+    """Under gevent's worker, a deadline for the whole body (gevent.Timeout): the socket
+    timeout alone bounds each read, and a client dripping a byte a second never hits it."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        import gevent
+
+        return gevent.Timeout(seconds, TimeoutError)
+    return contextlib.nullcontext()
+
+
+OFFLOAD_MIN_RECORDS = 32  # smaller requests score faster inline than via a thread hand-off
+
+
+def _score(model: ServingModel, records: list[dict[str, Any]]):
+    """model.predict; under gevent's worker, batches of OFFLOAD_MIN_RECORDS or more run in
+    gevent's thread pool: ONNX Runtime releases the GIL, so the worker keeps serving its
+    other connections meanwhile and can score two batches at once, as gthread's threads
+    did (1000-row batches: 26k rows/s inline against 57k with gthread, measured)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if len(records) >= OFFLOAD_MIN_RECORDS and monkey and monkey.is_module_patched("socket"):
+        import gevent
+
+        return gevent.get_hub().threadpool.apply(model.predict, (records,))
+    return model.predict(records)
+
+
 def _read_body(timeout: int) -> bytes:
-    """The request body, read with a deadline: a client that stops sending mid-body gets
-    408 instead of holding a worker thread for as long as it keeps the connection open."""
+    """The request body, read with a deadline: a client that stops sending mid-body, or
+    sends it too slowly, gets 408 instead of holding on to the worker."""
     sock = request.environ.get("gunicorn.socket")
+    previous = None
     if sock is not None:
-        sock.settimeout(timeout)  # gunicorn resets it when the connection goes idle
+        previous = sock.gettimeout()
+        sock.settimeout(timeout)
     try:
-        return request.get_data(cache=False)
+        with _body_deadline(timeout):
+            return request.get_data(cache=False)
     except (TimeoutError, ClientDisconnected):
         if sock is not None:
             # gunicorn would otherwise wait up to 5 s more to drain the rest of the body
-            # before this thread is free; with reads shut it sees the end at once.
+            # before the worker is free; with reads shut it sees the end at once.
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RD)
         raise ClientError(
@@ -144,12 +182,14 @@ def _read_body(timeout: int) -> bytes:
             [{"field": "(body)", "problem": f"incomplete after {timeout} s"}],
             close=True,
         ) from None
+    finally:
+        if sock is not None:  # gevent's worker keeps it for the next request's headers
+            with contextlib.suppress(OSError):
+                sock.settimeout(previous)
 
 
 def _register(app: Flask, state: PredictorState) -> None:
     model, checker, metrics = state.model, state.checker, state.metrics
-    meta = json.loads(state.metadata)
-    info = {k: str(meta[k] or "unknown") for k in ("model_type", "model_sha256", "git_commit")}
     n_classes = len(model.classes)
     row_format = (
         "{"
@@ -177,6 +217,8 @@ def _register(app: Flask, state: PredictorState) -> None:
 
     @app.get("/ready")
     def ready() -> Response:
+        if state.draining():  # take this instance out of rotation while it drains
+            return _json_response({"status": "draining"}, 503)
         if not model.session_open:
             try:
                 model.open_session()  # normally done after fork; here on first use
@@ -195,7 +237,7 @@ def _register(app: Flask, state: PredictorState) -> None:
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        return Response(metrics.render(info), mimetype="text/plain; version=0.0.4")
+        return Response(metrics.render(), content_type=CONTENT_TYPE)
 
     @app.get("/")
     def index() -> Response:
@@ -220,7 +262,7 @@ def _register(app: Flask, state: PredictorState) -> None:
         if len(body) > state.settings.max_body_bytes:
             raise RequestEntityTooLarge()
         records, _ = checker.records(decode_json(body))
-        labels, proba = model.predict(records)
+        labels, proba = _score(model, records)
         if not model.is_classifier:  # regression: {"predictions": [number, ...]}
             if not all(map(math.isfinite, labels)):
                 raise ClientError(

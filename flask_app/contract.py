@@ -134,9 +134,9 @@ class RecordChecker:
                 "the batch is empty",
                 [{"field": "instances", "problem": "send at least one record"}],
             )
-        if len(instances) > self.max_batch:
+        if len(instances) > self.max_batch:  # valid JSON the schema refuses: 422, not 413
             raise ClientError(
-                413,
+                422,
                 f"the batch has {len(instances)} records; the limit is {self.max_batch}",
                 [{"field": "instances", "problem": f"at most {self.max_batch} records"}],
             )

@@ -1,143 +1,103 @@
-"""Prometheus metrics shared by all gunicorn workers, without prometheus_client.
+"""Prometheus metrics with prometheus_client, in its multiprocess mode under gunicorn.
 
-The counters live in one anonymous shared memory block, created before gunicorn forks
-(the app is preloaded), so `GET /metrics` on any worker reports the whole server. Each
-worker writes only its own row (no cross-process lock: a worker killed mid-update cannot
-wedge the others); the master folds the row of a worker that exited into row 0, so
-counters never go backwards when workers are replaced. Without a pre-fork master (the
-Flask test client, `flask run`) everything lands in one row.
+gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a directory it empties at server
+start (before the app is imported: prometheus_client picks its mode at import). Each
+worker then writes its counts to its own memory-mapped files there, and `GET /metrics` on
+any worker sums the files of every worker, live or exited, so counters never go
+backwards when a worker is replaced. Without that variable (the Flask test client,
+`flask run`) the counts live in the process, in a registry of the app's own.
+
+Label values are bounded: `endpoint` is a route of the app or "other", `status` one of
+STATUSES or "other", so no client can grow the number of series.
 """
 
 from __future__ import annotations
 
-import bisect
-import mmap
-import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
-ENDPOINTS = ("/", "/health", "/ready", "/metadata", "/predict", "/openapi.json", "/metrics")
-OTHER_ENDPOINT = "other"
-STATUSES = (200, 400, 404, 405, 408, 411, 413, 414, 415, 422, 429, 500, 503)
-OTHER_STATUS = "other"
+OTHER = "other"
+STATUSES = frozenset({200, 400, 404, 405, 408, 411, 413, 414, 415, 422, 429, 500, 503})
 # Request latency histogram buckets, seconds.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
-class SharedMetrics:
+class _ModelInfo:
+    """mloperation_model_info: the same constant in every process, so not stored in files."""
+
+    def __init__(self, info: Mapping[str, str]):
+        self.info = dict(sorted(info.items()))
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            "mloperation_model_info", "The served model's identity.", labels=list(self.info)
+        )
+        family.add_metric(list(self.info.values()), 1)
+        yield family
+
+
+class Metrics:
     """Request counts/latencies by endpoint and status, predictions by class."""
 
-    def __init__(self, classes: Iterable[str], slots: int = 64):
+    def __init__(self, classes: Iterable[str], endpoints: Iterable[str], info: Mapping[str, str]):
         self.classes = [str(c) for c in classes]
-        self.endpoints = (*ENDPOINTS, OTHER_ENDPOINT)
-        self.statuses = (*(str(s) for s in STATUSES), OTHER_STATUS)
-        self._endpoint_index = {e: i for i, e in enumerate(self.endpoints)}
-        self._status_index = {s: i for i, s in enumerate(STATUSES)}
-        n_series = len(self.endpoints) * len(self.statuses)
-        self._n_series = n_series
-        self._n_buckets = len(BUCKETS) + 1  # last one is +Inf
-        # row layout: [bucket counts (series x buckets) | sums (series) | classes]
-        self._sum_offset = n_series * self._n_buckets
-        self._class_offset = self._sum_offset + n_series
-        self.row_size = self._class_offset + len(self.classes)
-        self.slots = slots
-        self._mem = mmap.mmap(-1, 8 * self.row_size * (slots + 1))  # MAP_SHARED: survives fork
-        self._data = np.frombuffer(self._mem, dtype=np.float64).reshape(slots + 1, self.row_size)
-        self._free = list(range(slots, 0, -1))
-        self._row = self._data[self._free.pop()]  # single-process default
-        self._lock = threading.Lock()  # threads of one worker; never shared across processes
-
-    # -- gunicorn master side --------------------------------------------------------------
-
-    def claim_slot(self) -> int:
-        """A free row for a worker about to be forked (called in the master)."""
-        if not self._free:
-            raise RuntimeError(f"more than {self.slots} live workers: raise METRICS_SLOTS")
-        return self._free.pop()
-
-    def release_slot(self, slot: int) -> None:
-        """Fold an exited worker's row into row 0 and free it (called in the master)."""
-        self._data[0] += self._data[slot]
-        self._data[slot] = 0.0
-        self._free.append(slot)
-
-    # -- worker side -----------------------------------------------------------------------
-
-    def bind(self, slot: int) -> None:
-        """Write to `slot` from now on (called in the worker right after fork)."""
-        self._row = self._data[slot]
+        self.endpoints = frozenset(endpoints)
+        # The mode prometheus_client chose when it was imported (see the module docstring).
+        self.multiprocess = values.ValueClass is not values.MutexValue
+        # The app's own registry: several apps may live in one test process.
+        self._registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "mloperation_requests",
+            "HTTP requests answered, by endpoint and status.",
+            ["endpoint", "status"],
+            registry=self._registry,
+        )
+        self.duration = Histogram(
+            "mloperation_request_duration_seconds",
+            "Time to answer a request, by endpoint and status.",
+            ["endpoint", "status"],
+            buckets=BUCKETS,
+            registry=self._registry,
+        )
+        self.predictions = Counter(
+            "mloperation_predictions",
+            "Records predicted, by predicted class.",
+            ["class"],
+            registry=self._registry,
+        )
+        self._by_class = [self.predictions.labels(c) for c in self.classes]  # 0 until used
+        self._info = _ModelInfo(info)
+        if not self.multiprocess:
+            self._registry.register(self._info)
 
     def observe(self, endpoint: str | None, status: int, seconds: float) -> None:
-        e = self._endpoint_index.get(endpoint or OTHER_ENDPOINT, len(ENDPOINTS))
-        s = self._status_index.get(status, len(STATUSES))
-        series = e * len(self.statuses) + s
-        bucket = bisect.bisect_left(BUCKETS, seconds)  # le is inclusive
-        with self._lock:
-            self._row[series * self._n_buckets + bucket] += 1.0
-            self._row[self._sum_offset + series] += seconds
+        e = endpoint if endpoint in self.endpoints else OTHER
+        s = str(status) if status in STATUSES else OTHER
+        self.requests.labels(e, s).inc()
+        self.duration.labels(e, s).observe(seconds)
 
     def count_predictions(self, class_counts: np.ndarray) -> None:
-        with self._lock:
-            self._row[self._class_offset : self._class_offset + len(self.classes)] += class_counts
+        for child, n in zip(self._by_class, class_counts.tolist(), strict=True):
+            if n:
+                child.inc(n)
 
-    # -- exposition ------------------------------------------------------------------------
-
-    def render(self, info: dict[str, str]) -> str:
+    def render(self) -> bytes:
         """The Prometheus text exposition format (version 0.0.4)."""
-        total = self._data.sum(axis=0)
-        buckets = total[: self._sum_offset].reshape(self._n_series, self._n_buckets)
-        counts = buckets.sum(axis=1)
-        cumulative = buckets.cumsum(axis=1)
-        sums = total[self._sum_offset : self._class_offset]
-        lines = [
-            "# HELP mloperation_requests_total HTTP requests answered, by endpoint and status.",
-            "# TYPE mloperation_requests_total counter",
-        ]
-        active = [i for i in range(self._n_series) if counts[i] > 0]
-        labels = {}
-        for i in active:
-            e, s = divmod(i, len(self.statuses))
-            labels[i] = f'endpoint="{self.endpoints[e]}",status="{self.statuses[s]}"'
-            lines.append(f"mloperation_requests_total{{{labels[i]}}} {_num(counts[i])}")
-        lines += [
-            "# HELP mloperation_request_duration_seconds Time to answer a request, by "
-            "endpoint and status.",
-            "# TYPE mloperation_request_duration_seconds histogram",
-        ]
-        for i in active:
-            for b, upper in enumerate(BUCKETS):
-                lines.append(
-                    f'mloperation_request_duration_seconds_bucket{{{labels[i]},le="{upper}"}} '
-                    f"{_num(cumulative[i, b])}"
-                )
-            lines.append(
-                f'mloperation_request_duration_seconds_bucket{{{labels[i]},le="+Inf"}} '
-                f"{_num(cumulative[i, -1])}"
-            )
-            lines.append(f"mloperation_request_duration_seconds_sum{{{labels[i]}}} {sums[i]!r}")
-            lines.append(
-                f"mloperation_request_duration_seconds_count{{{labels[i]}}} {_num(counts[i])}"
-            )
-        lines += [
-            "# HELP mloperation_predictions_total Records predicted, by predicted class.",
-            "# TYPE mloperation_predictions_total counter",
-        ]
-        for c, name in enumerate(self.classes):
-            value = total[self._class_offset + c]
-            lines.append(f'mloperation_predictions_total{{class="{_escape(name)}"}} {_num(value)}')
-        info_labels = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(info.items()))
-        lines += [
-            "# HELP mloperation_model_info The served model's identity.",
-            "# TYPE mloperation_model_info gauge",
-            f"mloperation_model_info{{{info_labels}}} 1",
-        ]
-        return "\n".join(lines) + "\n"
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        if not self.multiprocess:
+            return generate_latest(self._registry)
+        registry = CollectorRegistry()  # per scrape, as prometheus_client's docs do
+        MultiProcessCollector(registry)  # reads PROMETHEUS_MULTIPROC_DIR
+        registry.register(self._info)
+        return generate_latest(registry)

@@ -90,9 +90,12 @@ def build_openapi(
     client_errors = {
         "400": _error("Malformed JSON, invalid UTF-8, wrong body shape or an empty batch"),
         "408": _error("The body did not arrive within BODY_TIMEOUT seconds"),
-        "413": _error(f"Body over {max_body} bytes or a batch over {max_batch} records"),
+        "413": _error(f"Body over {max_body} bytes"),
         "415": _error("Content-Type is not application/json"),
-        "422": _error("A record does not match the feature schema (details name the fields)"),
+        "422": _error(
+            f"A record does not match the feature schema, or a batch over {max_batch} "
+            "records (details name the fields and the limit)"
+        ),
     }
     return {
         "openapi": "3.1.0",

@@ -23,13 +23,12 @@ class Settings:
     max_batch_size: int = 1000  # records per /predict request
     max_body_bytes: int = 1 << 20  # 1 MiB: a 1000-record batch is ~150 KB
     constant_model: bool = False  # benchmark switch: fixed answer, no inference
-    metrics_slots: int = 64  # live workers the shared /metrics can hold
     body_timeout: int = 10  # seconds a client may take to send a request body (then 408)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
         """MODEL_DIR (or MODEL_PATH), MAX_BATCH_SIZE, MAX_BODY_BYTES, BODY_TIMEOUT,
-        CONSTANT_MODEL, METRICS_SLOTS from the environment, then from `overrides`."""
+        CONSTANT_MODEL from the environment, then from `overrides`."""
         values: dict[str, Any] = {
             k: v
             for k in ("MODEL_PATH", "MODEL_DIR", *_INTS, "CONSTANT_MODEL")
@@ -51,7 +50,6 @@ class Settings:
 _INTS = {
     "MAX_BATCH_SIZE": "max_batch_size",
     "MAX_BODY_BYTES": "max_body_bytes",
-    "METRICS_SLOTS": "metrics_slots",
     "BODY_TIMEOUT": "body_timeout",
 }
 

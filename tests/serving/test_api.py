@@ -29,6 +29,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from flask_app import ConfigError, ModelLoadError, create_app
 from src.features.schema import to_model_frame
@@ -251,9 +252,23 @@ def test_predict_batch_matches_sklearn_on_the_test_set(any_model):
     any_model.assert_matches_sklearn(response.get_json(), records)
 
 
+def metric_samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """{(sample name, labels): value} of a Prometheus text exposition, parsed with
+    prometheus_client's own parser (which raises on anything malformed)."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
 def test_metrics_count_requests_and_predictions(endpoint):
     """Requests by endpoint and status; predicted records by class (classification only:
-    a regressor's answers have no class to count)."""
+    a regressor's answers have no class to count). The output is valid Prometheus text."""
     client, record = endpoint.client(), endpoint.record
     for _ in range(3):
         assert post(client, record).status_code == 200
@@ -264,27 +279,28 @@ def test_metrics_count_requests_and_predictions(endpoint):
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
-    samples = dict(
-        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
-    assert samples['mloperation_requests_total{endpoint="/predict",status="200"}'] == "4"
-    assert samples['mloperation_requests_total{endpoint="/predict",status="422"}'] == "1"
-    assert samples['mloperation_requests_total{endpoint="other",status="404"}'] == "1"
-    assert (
-        samples[
-            'mloperation_request_duration_seconds_bucket{endpoint="/predict",status="200",le="+Inf"}'
-        ]
-        == "4"
-    )
-    predicted = {k: v for k, v in samples.items() if k.startswith("mloperation_predictions_total")}
+    samples = metric_samples(text)
+    requests = "mloperation_requests_total"
+    assert sample(samples, requests, endpoint="/predict", status="200") == 4
+    assert sample(samples, requests, endpoint="/predict", status="422") == 1
+    assert sample(samples, requests, endpoint="other", status="404") == 1
+    duration = "mloperation_request_duration_seconds"
+    labels = {"endpoint": "/predict", "status": "200"}
+    assert sample(samples, duration + "_bucket", **labels, le="+Inf") == 4
+    assert sample(samples, duration + "_count", **labels) == 4
+    assert 0 < sample(samples, duration + "_sum", **labels) < 60
+    predicted = {
+        dict(labels)["class"]: v
+        for (name, labels), v in samples.items()
+        if name == "mloperation_predictions_total"
+    }
     if endpoint.is_classifier:
-        escape = {ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n"}  # label values
-        classes = endpoint.schema["classes"]
-        names = {f'mloperation_predictions_total{{class="{c.translate(escape)}"}}' for c in classes}
-        assert set(predicted) == names
-        assert sum(float(v) for v in predicted.values()) == 5  # records, not requests
+        assert set(predicted) == set(endpoint.schema["classes"])  # every class, 0 or more
+        assert sum(predicted.values()) == 5  # records, not requests
     else:
         assert predicted == {}
+    info = [labels for (name, labels) in samples if name == "mloperation_model_info"]
+    assert len(info) == 1 and dict(info[0])["model_sha256"]
     assert "# TYPE mloperation_request_duration_seconds histogram" in text
 
 
@@ -437,7 +453,7 @@ VIOLATIONS = {  # case -> Names -> (body, status, field named, problem pattern)
     ),
     "batch over the limit": lambda n: (
         {"instances": [n.record] * 101},
-        413,
+        422,
         "instances",
         "at most 100",
     ),
@@ -524,6 +540,22 @@ def test_oversized_body_is_413(configured, record):
     assert_client_error(chunked, 413, "(body)", f"larger than {limit} bytes")
     assert_client_error(post(client, raw[: limit + 1]), 413, "(body)")  # one byte over
     assert post(client, fits).status_code == 200
+
+
+def test_a_batch_over_the_record_limit_is_422_not_413(configured, record):
+    """1001 records at the default limit (1000): well-formed JSON of a few hundred KB that the
+    contract refuses (422 naming the limit); 413 is kept for bodies over MAX_BODY_BYTES."""
+    client = configured.client()  # default MAX_BATCH_SIZE and MAX_BODY_BYTES
+    limits = client.get("/metadata").get_json()["limits"]
+    assert limits["max_batch_size"] == 1000
+    body = json.dumps({"instances": [record] * 1001})
+    assert len(body) < limits["max_body_bytes"]
+    error = assert_client_error(post(client, body), 422, "instances", "at most 1000 records")
+    assert "1001 records; the limit is 1000" in error["message"]
+    assert post(client, {"instances": [record] * 1000}).status_code == 200
+    responses = client.get("/openapi.json").get_json()["paths"]["/predict"]["post"]["responses"]
+    assert "1000 records" in responses["422"]["description"]
+    assert "records" not in responses["413"]["description"]
 
 
 def test_unknown_paths_and_methods_answer_json(client):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from src.features.schema import to_model_frame
 from src.serving.model import ServingModel
@@ -94,16 +95,24 @@ def run_load(port, records, expected, clients, seconds, mark_times=()):
     return result, threads
 
 
-def metric(url, name):
+def scrape(url) -> dict[tuple[str, frozenset], float]:
+    """/metrics as {(sample name, labels): value}, parsed by prometheus_client's parser
+    (which raises on output that is not valid Prometheus text)."""
     status, text = call("GET", url + "/metrics")
     assert status == 200
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
-PREDICT_200 = 'mloperation_requests_total{endpoint="/predict",status="200"}'
+def metric(url, name, **labels) -> float:
+    return scrape(url).get((name, frozenset(labels.items())), 0.0)
+
+
+def predict_200(url) -> float:
+    return metric(url, "mloperation_requests_total", endpoint="/predict", status="200")
 
 
 @pytest.fixture
@@ -157,7 +166,7 @@ def test_64_clients_for_30_seconds(start_server, serving_dir, test_records, expe
     assert result.wrong_answers == 0
     assert result.ok > 64 * 30  # at least one answer per client per second
     # /metrics aggregates both workers: it counted every request the clients saw answered
-    assert metric(server.url, PREDICT_200) == result.ok
+    assert predict_200(server.url) == result.ok
     assert "Traceback" not in server.log()
 
 
@@ -170,7 +179,7 @@ def test_worker_killed_under_load_is_replaced(start_server, serving_dir, test_re
         server.port, test_records, expected, clients=16, seconds=10, mark_times=(5.0,)
     )
     time.sleep(2)
-    before_kill = metric(server.url, PREDICT_200)
+    before_kill = predict_200(server.url)
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
     for t in threads:
@@ -181,7 +190,7 @@ def test_worker_killed_under_load_is_replaced(start_server, serving_dir, test_re
     assert len(result.errors) <= 16  # only connections held by the killed worker broke
     assert result.statuses == {} and result.wrong_answers == 0
     assert result.ok_after.get(5.0, 0) > 100  # kept answering after the kill
-    after = metric(server.url, PREDICT_200)
+    after = predict_200(server.url)
     assert after >= before_kill  # the dead worker's counts were kept
     assert result.ok <= after <= result.ok + len(result.errors)
     assert server.proc.poll() is None
@@ -201,6 +210,7 @@ def _copy(serving_dir, dest):
         ("truncated", r"model.onnx does not match its manifest .*truncated"),
         ("foreign", r"not an MLOperation serving manifest: .*model.json"),
         ("bad_setting", r"MAX_BATCH_SIZE='-3' must be at least 1"),
+        ("metrics_dir_is_a_file", r"PROMETHEUS_MULTIPROC_DIR='.*/taken': File exists"),
     ],
 )
 def test_start_up_faults_stop_the_server(fault, message, start_server, serving_dir, tmp_path):
@@ -215,6 +225,9 @@ def test_start_up_faults_stop_the_server(fault, message, start_server, serving_d
         (model_dir / "model.json").write_text('{"model": "someone else\'s"}')
     elif fault == "bad_setting":
         model_dir, env = serving_dir, {"MAX_BATCH_SIZE": "-3"}
+    elif fault == "metrics_dir_is_a_file":
+        (tmp_path / "taken").write_text("not a directory")
+        model_dir, env = serving_dir, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "taken")}
     server = start_server(model_dir, **env)
     started = time.monotonic()
     code = server.proc.wait(timeout=30)
@@ -270,3 +283,127 @@ def test_clients_that_stall_mid_body_get_408_and_others_are_served(
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b'"field":"(body)"' in answer
     assert server.proc.poll() is None
+
+
+# -- /metrics across workers, worker restarts ------------------------------------------------
+
+
+COUNTERS = ("mloperation_requests_total", "mloperation_predictions_total")
+
+
+def counters(samples) -> dict:
+    """The counter samples, histogram counts included (none of them may ever go down)."""
+    return {
+        key: v
+        for key, v in samples.items()
+        if key[0] in COUNTERS or key[0].endswith(("_bucket", "_count", "_sum"))
+    }
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_metrics_stay_valid_and_monotonic_when_a_worker_is_replaced(
+    start_server, serving_dir, test_records, sig
+):
+    server = start_server(serving_dir)
+    server.wait_ready()
+    workers = server.wait_workers(2)
+    sent = 0
+    for record in test_records[:40]:  # new connections: both workers get some
+        assert call("POST", server.url + "/predict", record)[0] == 200
+        sent += 1
+    assert call("POST", server.url + "/predict", {"instances": test_records[:5]})[0] == 200
+    assert call("GET", server.url + "/nope")[0] == 404
+    assert call("POST", server.url + "/predict", b"{")[0] == 400
+    before = scrape(server.url)  # parses: valid Prometheus text
+    assert predict_200(server.url) == sent + 1
+    assert metric(server.url, "mloperation_requests_total", endpoint="other", status="404") == 1
+    victim = min(workers)
+    os.kill(victim, sig)
+    now = server.wait_workers(2)
+    deadline = time.monotonic() + 15
+    while (victim in now or len(now) != 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = server.wait_workers(2)
+    assert victim not in now and len(now) == 2, (workers, now)  # respawned
+    server.wait_ready()
+    old = counters(before)
+    for _ in range(8):  # several scrapes, so both workers (the new one too) answer some
+        after = counters(scrape(server.url))
+        went_down = {k: (v, after.get(k)) for k, v in old.items() if after.get(k, -1) < v}
+        assert went_down == {}  # the replaced worker's counts were kept
+    for record in test_records[:10]:
+        assert call("POST", server.url + "/predict", record)[0] == 200
+    assert predict_200(server.url) == sent + 1 + 10
+    info = [k for k in scrape(server.url) if k[0] == "mloperation_model_info"]
+    assert len(info) == 1  # one identity, not one per worker
+    assert "Traceback" not in server.log()
+
+
+# -- slow clients ------------------------------------------------------------------------------
+
+
+def test_slow_clients_do_not_stall_normal_ones(start_server, serving_dir, test_records):
+    """16 clients dripping headers and 16 dripping a body (4x the threads the gthread
+    worker had) attached the whole time; a normal client's /health and /predict are still
+    answered within 1 s, and the slow ones are cut off by the server."""
+    from benchmarks.slow_clients import SlowClients, probe
+
+    server = start_server(serving_dir, BODY_TIMEOUT="3")
+    server.wait_ready()
+    slow = SlowClients(server.port, headers=16, bodies=16, interval=1.0).start()
+    try:
+        time.sleep(2)
+        record = json.dumps(test_records[0]).encode()
+        answers = []
+        for _ in range(10):
+            answers.append(("/health", *probe(server.url + "/health", None)))
+            answers.append(("/predict", *probe(server.url + "/predict", record)))
+            time.sleep(0.3)
+        time.sleep(4)  # past keepalive (the headers' deadline) and BODY_TIMEOUT
+    finally:
+        slow.stop()
+    late = [(path, status, round(t, 3)) for path, status, t in answers if status != 200 or t > 1]
+    assert late == []
+    assert slow.closed_by_server >= 32  # every slow client was cut off at least once
+    assert server.proc.poll() is None
+
+
+# -- draining on SIGTERM -------------------------------------------------------------------
+
+
+def test_sigterm_drains_ready_503_and_idle_keepalive_connections_answered(
+    start_server, serving_dir, test_records
+):
+    server = start_server(serving_dir)
+    server.wait_ready()
+    server.wait_workers(2)
+    idle = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(4)]
+    for conn in idle:  # keep-alive connections, then left idle
+        conn.request("GET", "/ready")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200 and response.getheader("Connection") != "close"
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)  # the workers are draining now
+    assert server.proc.poll() is None
+    record = json.dumps(test_records[0]).encode()
+    for k, conn in enumerate(idle[:3]):  # a client sends on its idle connection: answered
+        if k == 0:
+            conn.request("POST", "/predict", record, {"Content-Type": "application/json"})
+        else:
+            conn.request("GET", "/ready")
+        response = conn.getresponse()  # no RemoteDisconnected
+        body = json.loads(response.read())
+        assert response.getheader("Connection") == "close"
+        if k == 0:
+            assert response.status == 200 and "predictions" in body
+        else:
+            assert (response.status, body) == (503, {"status": "draining"})
+        conn.close()
+    sock = idle[3].sock  # the one left idle is closed by the server with a FIN, not a reset
+    sock.settimeout(15)
+    assert sock.recv(1) == b""
+    idle[3].close()
+    assert server.proc.wait(timeout=15) == 0
+    log = server.log()
+    assert "Traceback" not in log and "Worker graceful timeout" not in log
