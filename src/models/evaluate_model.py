@@ -114,6 +114,7 @@ def evaluate(
     (`features.unknown_categories: ignore`: encoded as no known category) or left out and
     counted (`reject`: the server answers them 422), so the metrics describe what clients get.
     """
+    max_rows = None if predictions_file is None else max_prediction_rows(params)
     schema = bundle["schema"]
     task = schema_task(schema)
     target = schema["target"]
@@ -140,9 +141,7 @@ def evaluate(
     scores["n_unknown_category_rows"] = int(unknown.sum())
     if predictions_file is not None:
         frame = predictions_frame(rows, y_true, outputs, task.is_classifier)
-        keep = sample_rows(
-            len(frame), max_prediction_rows(params), int(params["base"]["random_state"])
-        )
+        keep = sample_rows(len(frame), max_rows, int(params["base"]["random_state"]))
         write_predictions(predictions_file, frame.iloc[keep])
     importance = feature_importance(
         bundle["pipeline"],

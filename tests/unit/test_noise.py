@@ -25,6 +25,7 @@ from src.noise import (
     unpaired_fold_interval,
 )
 from src.tasks import get_task
+from src.utils import PipelineError
 from tests.fixture_data import CLASSES, TARGETS, TASKS, make_table
 from tests.unit.experiment_repo import predicted_side
 
@@ -296,3 +297,6 @@ def test_evaluate_writes_predictions_that_reproduce_its_scores(task, tmp_path):
         first.rows, read_predictions(out.read_text(), "sampled").rows
     )
     assert TARGETS[task] in test_df.columns
+    params["evaluate"]["predictions_max_rows"] = 0
+    with pytest.raises(PipelineError, match="evaluate.predictions_max_rows must be a whole"):
+        evaluate(bundle, test_df, params, tmp_path / "plots", predictions_file=out)
