@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import ROOT
-from src.noise import LEVEL, Interval, compare
+from src.noise import LEVEL, Comparison, Interval, compare
 from src.revision import dvc_results, read_lock, read_params, read_text, resolve
 from src.tasks import FAMILIES, TaskError, metric_direction, task_family
 from src.utils import PipelineError, run_cli
@@ -448,7 +448,7 @@ def comparison_for(
     base_lock: dict[str, Any] | None,
     pr_lock: dict[str, Any] | None,
     base_label: str,
-):
+) -> Comparison | None:
     """The noise comparison of the two sides (src/noise.py), or None when they are not
     comparable (no base metrics, or the data changed)."""
     if base_metrics is None or data_change(base_params, pr_params, base_lock, pr_lock):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +207,11 @@ def agreement(pred: Predictions, scores: Mapping[str, Any]) -> str | None:
     weight one per row against the committed scores (skipped for a sampled file)."""
     if scores.get("n_test") != len(pred.rows):
         return None  # a seeded sample of a bigger test set: its metrics are the sample's
-    reference = pred.task.test_metrics(pred.target, pred.outputs)
+    with warnings.catch_warnings():
+        # float32 models (e.g. logistic regression on float32 inputs) write probabilities
+        # that sum to 1 within float32 precision, which scikit-learn warns about in float64
+        warnings.filterwarnings("ignore", "The y_prob values do not sum to one")
+        reference = pred.task.test_metrics(pred.target, pred.outputs)
     vectorised = resampled_metrics(pred, np.ones((1, len(pred.rows))))
     for name, value in reference.items():
         committed = scores.get(name)
