@@ -19,7 +19,7 @@ MODEL ?= models/model.joblib
 OUT ?= reports/predictions.csv
 
 .PHONY: help setup setup-dev schema data features train evaluate repro predict test test-fast \
-        test-datasets lint format clean mlflow-ui bench-pipeline
+        test-datasets lint format clean mlflow-ui bench-pipeline bench-report
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -83,6 +83,9 @@ mlflow-ui: $(RUN_STAMP) ## Browse the local MLflow runs on http://127.0.0.1:5000
 
 bench-pipeline: $(DEV_STAMP) ## Benchmark the pipeline; writes reports/bench/pipeline.json
 	python -m benchmarks.pipeline
+
+bench-report: $(DEV_STAMP) ## Time the PR report's paired bootstrap and build_report (86 and 10k rows); reports/bench/report.json
+	python -m benchmarks.report
 
 # --- The predictor (flask_app/, gunicorn.conf.py; docs/serving.md) ----------------------
 .PHONY: serve bench-serve bench-peers bench-slow-clients

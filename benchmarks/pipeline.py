@@ -82,7 +82,7 @@ def scale_child(factor: int) -> None:
     start = time.perf_counter()
     schema, preprocessor, matrix = build_features(data, params)
     features_s = time.perf_counter() - start
-    _, metrics = train(params, {"schema": schema, "preprocessor": preprocessor}, matrix, data)
+    _, metrics, _ = train(params, {"schema": schema, "preprocessor": preprocessor}, matrix, data)
     total_s = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(

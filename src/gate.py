@@ -15,6 +15,12 @@ form (`min`/`max`/`max_drop` directly under `gate:`) applies to any task.
 A PR that changes the data (`data_change`: source, target, schema, task, or the md5 of
 the prepare stage's data in dvc.lock) is not judged against other data: its `max_drop`
 checks are skipped, `min`/`max` still apply.
+
+`max_drop_mode` in a block says how a drop is measured: `delta` (the default) compares the
+two values; `noise` fails only when the whole 95 % interval of the drop (src/noise.py:
+paired bootstrap on the test rows, CV folds) is above `max_drop`, so `max_drop: 0` then
+means "significantly worse". A metric without an interval is checked by its plain delta,
+and the check says so.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from src.config import ROOT
-from src.revision import read_lock, read_metrics, read_params, resolve
+from src.noise import LEVEL, Comparison, Interval, compare
+from src.revision import dvc_results, read_lock, read_params, read_text, resolve
 from src.tasks import FAMILIES, TaskError, metric_direction, task_family
 from src.utils import PipelineError, run_cli
 
 RULES = ("min", "max", "max_drop")
+MODE = "max_drop_mode"  # how max_drop measures a drop: one of DROP_MODES
+DROP_MODES = ("delta", "noise")
 ANY_TASK = "any"  # the block key of the flat (legacy) gate: applies to every task family
 TOLERANCE = 1e-9  # metrics are rounded to 6 decimals: equal means equal
 DATA_KEYS = ("source", "target", "schema", "task")  # what the data is; `task` absent = auto
@@ -84,16 +93,25 @@ class GateResult:
 # --- the gate's params -----------------------------------------------------------------
 
 
-def validate_rules(rules: Any, key: str = "gate") -> dict[str, dict[str, float]]:
-    """One block (`gate:` flat, or `gate.<family>:`) as {rule: {metric: bound}}."""
+def validate_rules(rules: Any, key: str = "gate") -> dict[str, Any]:
+    """One block (`gate:` flat, or `gate.<family>:`) as {rule: {metric: bound}}, plus
+    `max_drop_mode` when the block sets it."""
     if rules is None:
         return {}
     if not isinstance(rules, dict):
         raise PipelineError(f"{key} must map min/max/max_drop to {{metric: bound}}")
-    unknown = sorted(set(rules) - set(RULES))
+    unknown = sorted(set(rules) - set(RULES) - {MODE})
     if unknown:
-        raise PipelineError(f"unknown gate rule(s) {unknown} in {key}: use {list(RULES)}")
-    clean: dict[str, dict[str, float]] = {}
+        raise PipelineError(
+            f"unknown gate rule(s) {unknown} in {key}: use {list(RULES)} (and {MODE})"
+        )
+    clean: dict[str, Any] = {}
+    if MODE in rules:
+        if rules[MODE] not in DROP_MODES:
+            raise PipelineError(
+                f"{key}.{MODE} must be one of {', '.join(DROP_MODES)}, got {rules[MODE]!r}"
+            )
+        clean[MODE] = rules[MODE]
     for rule in RULES:
         bounds = rules.get(rule) or {}
         if not isinstance(bounds, dict):
@@ -113,7 +131,7 @@ def validate_rules(rules: Any, key: str = "gate") -> dict[str, dict[str, float]]
     return clean
 
 
-def validate_gate(gate: Any) -> dict[str, dict[str, dict[str, float]]]:
+def validate_gate(gate: Any) -> dict[str, dict[str, Any]]:
     """The `gate:` section as {block: {rule: {metric: bound}}}; PipelineError on anything else.
 
     A block is a task family (`classification`, `regression`), or `ANY_TASK` for the flat
@@ -126,8 +144,8 @@ def validate_gate(gate: Any) -> dict[str, dict[str, dict[str, float]]]:
             "params.yaml `gate:` must map task families (classification, regression) "
             "to min/max/max_drop"
         )
-    rules, families = set(gate) & set(RULES), set(gate) & set(FAMILIES)
-    unknown = sorted(set(gate) - set(RULES) - set(FAMILIES))
+    rules, families = set(gate) & {*RULES, MODE}, set(gate) & set(FAMILIES)
+    unknown = sorted(set(gate) - {*RULES, MODE} - set(FAMILIES))
     if unknown:
         raise PipelineError(
             f"unknown gate rule(s) {unknown}: use blocks {list(FAMILIES)} holding {list(RULES)}"
@@ -143,8 +161,8 @@ def validate_gate(gate: Any) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def bounds_for(
-    gate: dict[str, dict[str, dict[str, float]]], family: str | None
-) -> tuple[dict[str, dict[str, float]], str, str | None]:
+    gate: dict[str, dict[str, Any]], family: str | None
+) -> tuple[dict[str, Any], str, str | None]:
     """The rules of a validated gate for a task family: (rules, their key, why none apply)."""
     if ANY_TASK in gate:
         return gate[ANY_TASK], "gate", None
@@ -159,7 +177,7 @@ def bounds_for(
 
 def choose_bounds(
     base_params: dict[str, Any] | None, pr_params: dict[str, Any] | None, base_label: str
-) -> tuple[dict[str, dict[str, dict[str, float]]], str, bool]:
+) -> tuple[dict[str, dict[str, Any]], str, bool]:
     """The gate to apply: the base's when it has one, else the PR's.
 
     Returns (validated gate, where it came from, whether the PR changes it).
@@ -285,18 +303,22 @@ def _fmt(x: float) -> str:
 
 
 def evaluate_gate(
-    rules: dict[str, dict[str, float]],
+    rules: dict[str, Any],
     pr: dict[str, Any],
     base: dict[str, Any] | None,
     base_label: str = "base",
     changed_data: str | None = None,
     key: str = "gate",
+    intervals: dict[str, Interval] | None = None,
 ) -> list[Check]:
     """Apply every rule of a validated block (`key`) to the PR's metrics.
 
     A metric missing from the PR fails its checks. With `changed_data` (a `data_change`
-    reason) every max_drop check is skipped: the base's metrics are of other data.
+    reason) every max_drop check is skipped: the base's metrics are of other data. With
+    `max_drop_mode: noise`, max_drop uses the metric's interval from `intervals`
+    (PR − base) when there is one.
     """
+    noise_mode = rules.get(MODE) == "noise"
     checks: list[Check] = []
     for rule in RULES:
         for metric, bound in rules.get(rule, {}).items():
@@ -329,6 +351,10 @@ def evaluate_gate(
                     checks.append(Check(metric, rule, bound, None, True, True, detail))
                     continue
                 drop = round((before - value) * direction(metric), 9)
+                interval = (intervals or {}).get(metric) if noise_mode else None
+                if interval is not None:
+                    checks.append(_noise_drop(metric, value, before, bound, interval, base_label))
+                    continue
                 ok = drop <= bound + TOLERANCE
                 change = "is no worse than" if drop <= 0 else f"is {_fmt(drop)} worse than"
                 verdict = "" if drop <= 0 else ("within the " if ok else "more than the ")
@@ -336,8 +362,26 @@ def evaluate_gate(
                     f"{metric} = {_fmt(value)} {change} {base_label}'s {_fmt(before)} "
                     f"({verdict}allowed drop {_fmt(bound)})"
                 )
+                if noise_mode:
+                    detail += "; no interval for it, so the plain change is checked"
                 checks.append(Check(metric, rule, bound, drop, ok, False, detail))
     return checks
+
+
+def _noise_drop(
+    metric: str, value: float, before: float, bound: float, interval: Interval, base_label: str
+) -> Check:
+    """max_drop in noise mode: fails only when the whole interval of the drop exceeds it."""
+    sign = direction(metric)
+    low, high = sorted((-sign * interval.low + 0.0, -sign * interval.high + 0.0))  # no -0.0
+    ok = low <= bound + TOLERANCE
+    verdict = "within" if ok else "entirely above"
+    detail = (
+        f"{metric} = {_fmt(value)} against {base_label}'s {_fmt(before)}: drop "
+        f"{_fmt((before - value) * sign)}, {LEVEL:.0%} interval {_fmt(low)} … {_fmt(high)} "
+        f"({interval.method}), {verdict} the allowed drop {_fmt(bound)}"
+    )
+    return Check(metric, "max_drop", bound, low, ok, False, detail)
 
 
 def judge(
@@ -348,8 +392,11 @@ def judge(
     base_lock: dict[str, Any] | None,
     pr_lock: dict[str, Any] | None,
     base_label: str,
+    intervals: dict[str, Interval] | None = None,
 ) -> GateResult:
-    """The whole gate: pick the bounds for the PR's task, see whether the data changed, check."""
+    """The whole gate: pick the bounds for the PR's task, see whether the data changed, check.
+
+    `intervals` (src/noise.py) serve the blocks with `max_drop_mode: noise`."""
     gate, source, changed = choose_bounds(base_params, pr_params, base_label)
     pr_data = (pr_params or {}).get("data") or {}
     try:
@@ -362,7 +409,7 @@ def judge(
     if note:
         note = f"{note} in {source}"
     reason = data_change(base_params, pr_params, base_lock, pr_lock)
-    checks = evaluate_gate(rules, pr_metrics, base_metrics, base_label, reason, block)
+    checks = evaluate_gate(rules, pr_metrics, base_metrics, base_label, reason, block, intervals)
     return GateResult(checks, source, block, family, reason, changed, note)
 
 
@@ -370,17 +417,50 @@ def run_gate(root: Path, base_rev: str) -> GateResult:
     """Gate the working tree's metrics against `base_rev`."""
     base_sha = resolve(root, base_rev)
     label = base_rev.removeprefix("origin/")
-    pr_metrics = read_metrics(root, None)
+    results = dvc_results(root, base_sha)
+    pr_metrics, base_metrics = results.metrics("pr"), results.metrics("base")
     if pr_metrics is None:
         raise PipelineError("no metrics/scores.json in the working tree: run `dvc repro` first")
+    base_params, pr_params = read_params(root, base_sha), read_params(root, None)
+    base_lock, pr_lock = read_lock(root, base_sha), read_lock(root, None)
+    intervals = comparison_for(
+        root, base_sha, base_params, pr_params, base_metrics, pr_metrics, base_lock, pr_lock, label
+    )
     return judge(
-        read_params(root, base_sha),
-        read_params(root, None),
-        read_metrics(root, base_sha),
+        base_params,
+        pr_params,
+        base_metrics,
         pr_metrics,
-        read_lock(root, base_sha),
-        read_lock(root, None),
+        base_lock,
+        pr_lock,
         label,
+        None if intervals is None else intervals.intervals,
+    )
+
+
+def comparison_for(
+    root: Path,
+    base_sha: str,
+    base_params: dict[str, Any] | None,
+    pr_params: dict[str, Any] | None,
+    base_metrics: dict[str, Any] | None,
+    pr_metrics: dict[str, Any],
+    base_lock: dict[str, Any] | None,
+    pr_lock: dict[str, Any] | None,
+    base_label: str,
+) -> Comparison | None:
+    """The noise comparison of the two sides (src/noise.py), or None when they are not
+    comparable (no base metrics, or the data changed)."""
+    if base_metrics is None or data_change(base_params, pr_params, base_lock, pr_lock):
+        return None
+    return compare(
+        lambda rev, path: read_text(root, rev, path),
+        base_sha,
+        base_metrics,
+        pr_metrics,
+        base_params,
+        pr_params,
+        f"`{base_label}`",
     )
 
 

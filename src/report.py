@@ -21,20 +21,21 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from src.ci import PULL_STATUS, REPORT, dvc_executable
 from src.config import ROOT
-from src.gate import GateResult, judge
+from src.gate import GateResult, comparison_for, judge
+from src.noise import BETTER, LEVEL, NOISE, WORSE, Interval, marker
 from src.revision import (
     METRICS_PATH,
     PLOTS_PATH,
+    dvc_results,
     export_dir,
-    flatten,
     git,
     read_lock,
-    read_metrics,
     read_params,
     resolve,
 )
@@ -50,12 +51,14 @@ PLOT_TITLES = {
     "predicted_vs_actual": "Predicted vs actual",
     "residuals": "Residuals",
 }
-BETTER, WORSE = "✅ better", "❌ worse"
 LEGEND = (
-    f"{BETTER} / {WORSE} by each metric's direction (`src.tasks.metric_direction`): higher "
-    "is better for scores (accuracy, F1, ROC AUC, average precision, R²), lower for losses "
-    "and errors (log loss, RMSE, MAE) and for the spread across CV folds (`cv_*_std`); "
-    "counts (`n_*`), training-set scores (`train_*`) and metrics without a known direction "
+    f"How to read the markers: {BETTER} / {WORSE} only when the {LEVEL:.0%} interval of "
+    "the change (PR − base) excludes zero in that direction, by each metric's direction "
+    "(`src.tasks.metric_direction`): higher is better for scores (accuracy, F1, ROC AUC, "
+    "average precision, R²), lower for losses and errors (log loss, RMSE, MAE). "
+    f"{NOISE} when the interval holds zero: the change is within what resampling the "
+    "same test rows (or CV folds) moves it by. Counts (`n_*`), training-set scores "
+    "(`train_*`), the spread across CV folds (`cv_*_std`) and changes without an interval "
     "get no marker."
 )
 
@@ -79,25 +82,21 @@ def _num(value: Any) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
-def _delta(before: Any, after: Any) -> tuple[str, float]:
-    """The change as text (empty when a side is missing) and as a number."""
+def _delta(before: Any, after: Any) -> str:
+    """The change as text (empty when a side is missing)."""
     numeric = (int, float)
     if not (isinstance(before, numeric) and isinstance(after, numeric)):
-        return "", 0.0
+        return ""
     change = round(after - before, 9)
     if change == 0:
-        return "0", 0.0
+        return "0"
     if isinstance(before, int) and isinstance(after, int):
-        return f"{change:+d}", float(change)
-    return (f"{change:+.4f}" if abs(change) >= 5e-5 else f"{change:+.6f}"), change
+        return f"{change:+d}"
+    return f"{change:+.4f}" if abs(change) >= 5e-5 else f"{change:+.6f}"
 
 
-def marker(name: str, change: float) -> str:
-    """✅ better / ❌ worse for a change of a metric, by its direction; "" when it has none."""
-    sign = metric_direction(name)
-    if not change or not sign:
-        return ""
-    return BETTER if change * sign > 0 else WORSE
+def _interval(interval: Interval | None) -> str:
+    return "" if interval is None else f"{interval.low:+.4f} … {interval.high:+.4f}"
 
 
 def metrics_section(
@@ -106,22 +105,27 @@ def metrics_section(
     base_label: str,
     pr_label: str,
     comparable: bool = True,
+    intervals: Mapping[str, Interval] | None = None,
 ) -> list[str]:
-    """Base beside PR with the change; better/worse markers only when `comparable`."""
+    """Base beside PR with the change, its interval and a marker (only when `comparable`)."""
     names = sorted(set(pr) | set(base or {}), key=_metric_order)
+    intervals = intervals or {}
     if base is None:
         lines = [f"| Metric | {pr_label} |", "|---|---:|"]
         lines += [f"| {name} | {_num(pr.get(name))} |" for name in names]
         return lines
     if comparable:
-        lines = [f"| Metric | {base_label} | {pr_label} | Change | |", "|---|---:|---:|---:|:--|"]
+        lines = [
+            f"| Metric | {base_label} | {pr_label} | Change | {LEVEL:.0%} interval | |",
+            "|---|---:|---:|---:|:-:|:--|",
+        ]
     else:
         lines = [f"| Metric | {base_label} | {pr_label} | Change |", "|---|---:|---:|---:|"]
     for name in names:
-        text, change = _delta(base.get(name), pr.get(name))
-        row = [name, _num(base.get(name)), _num(pr.get(name)), text]
+        row = [name, _num(base.get(name)), _num(pr.get(name)), _delta(base.get(name), pr.get(name))]
         if comparable:
-            row.append(marker(name, change))
+            interval = intervals.get(name) if metric_direction(name) else None
+            row += [_interval(interval), marker(name, interval)]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -130,30 +134,17 @@ def metrics_section(
 
 
 def _param(value: Any) -> str:
-    if value is _MISSING:
-        return "—"
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
 
 
-_MISSING = object()
-
-
-def params_section(
-    base: Mapping[str, Any] | None, pr: Mapping[str, Any] | None, base_label: str
-) -> list[str]:
-    before, after = flatten(dict(base or {})), flatten(dict(pr or {}))
-    changed = [
-        key
-        for key in sorted(set(before) | set(after))
-        if before.get(key, _MISSING) != after.get(key, _MISSING)
-    ]
+def params_section(changed: Mapping[str, tuple[Any, Any]], base_label: str) -> list[str]:
+    """The params `dvc params diff` reports as changed: {key: (base value, PR value)}."""
     if not changed:
         return [f"No params changed against {base_label}."]
     lines = [f"| Param | {base_label} | PR |", "|---|---|---|"]
-    for key in changed:
-        row = [f"`{key}`", _param(before.get(key, _MISSING)), _param(after.get(key, _MISSING))]
-        lines.append("| " + " | ".join(row) + " |")
+    for key, (before, after) in sorted(changed.items()):
+        lines.append(f"| {_param(key)} | {_param(before)} | {_param(after)} |")
     return lines
 
 
@@ -327,20 +318,37 @@ def build_report(
     base_name = base_rev.removeprefix("origin/")
     base_label = f"`{base_name}`"
     head = git(root, "rev-parse", "--short=7", "HEAD").strip()
-    pr_metrics = read_metrics(root, None)
-    if pr_metrics is None:
-        raise PipelineError(f"no {METRICS_PATH} in the working tree: run `dvc repro` first")
-    base_metrics = read_metrics(root, base_sha)
-    base_params, pr_params = read_params(root, base_sha), read_params(root, None)
-    gate = judge(
-        base_params,
-        pr_params,
-        base_metrics,
-        pr_metrics,
-        read_lock(root, base_sha),
-        read_lock(root, None),
-        base_label,
-    )
+    with ThreadPoolExecutor(1) as pool:  # dvc takes seconds to start: run dvc diff meanwhile
+        data_diff = pool.submit(dvc_diff, root, base_sha)
+        results = dvc_results(root, base_sha)
+        pr_metrics, base_metrics = results.metrics("pr"), results.metrics("base")
+        if pr_metrics is None:
+            raise PipelineError(f"no {METRICS_PATH} in the working tree: run `dvc repro` first")
+        base_params, pr_params = read_params(root, base_sha), read_params(root, None)
+        base_lock, pr_lock = read_lock(root, base_sha), read_lock(root, None)
+        comparison = comparison_for(
+            root,
+            base_sha,
+            base_params,
+            pr_params,
+            base_metrics,
+            pr_metrics,
+            base_lock,
+            pr_lock,
+            base_name,
+        )
+        intervals = None if comparison is None else comparison.intervals
+        gate = judge(
+            base_params,
+            pr_params,
+            base_metrics,
+            pr_metrics,
+            base_lock,
+            pr_lock,
+            base_label,
+            intervals,
+        )
+        data_lines = data_section(data_diff.result(), base_name)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_lines = plots_section(root, base_sha if base_metrics else None, out, base_name)
@@ -372,10 +380,10 @@ def build_report(
     lines += ["### Metrics", ""]
     comparable = gate.data_change is None
     lines += metrics_section(
-        base_metrics, pr_metrics, f"{base_label} `{short_base}`", "PR", comparable
+        base_metrics, pr_metrics, f"{base_label} `{short_base}`", "PR", comparable, intervals
     )
-    if base_metrics is not None and comparable:
-        lines += ["", LEGEND]
+    if comparison is not None:
+        lines += ["", *(f"- {note}" for note in comparison.notes), "", LEGEND]
     elif base_metrics is not None:
         lines += [
             "",
@@ -389,9 +397,9 @@ def build_report(
             f"This PR changes `gate:` in params.yaml; the bounds of {base_label} apply until "
             "it is merged.",
         ]
-    lines += ["", "### Params changed", "", *params_section(base_params, pr_params, base_label)]
-    lines += ["", "### Data and model", "", *data_section(dvc_diff(root, base_sha), base_name)]
-    lines += ["", export_line(read_metrics(root, None, EXPORT_PATH))]
+    lines += ["", "### Params changed", "", *params_section(results.params, base_label)]
+    lines += ["", "### Data and model", "", *data_lines]
+    lines += ["", export_line(results.pr.get(EXPORT_PATH))]
     lines += ["", "### Plots", "", *plot_lines]
     lines += ["", "---", f"Reproduce locally: `make repro && make report BASE={base_name}`"]
     link = run_link(env)

@@ -3,17 +3,25 @@
 Metrics and plot data are committed (`cache: false` in dvc.yaml), so git alone gives the
 base branch's results: no DVC cache, no `dvc pull` of the base. `rev=None` means the
 working tree (the results `dvc repro` just wrote).
+
+Metric values and changed params come from DVC itself (`dvc metrics diff --json`, `dvc
+params diff --json`: `metrics_diff`, `params_diff`). The gate still reads params.yaml as
+YAML (`read_params`): it needs the nested `gate:` and `data:` blocks, which DVC's output
+flattens into dotted keys that cannot be split back (column names may hold dots).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from src.ci import dvc_executable
 from src.config import PARAMS_FILE, PLOTS_DIR, ROOT, SCORES_FILE
 from src.utils import PipelineError
 
@@ -60,18 +68,71 @@ def read_text(root: Path, rev: str | None, path: str) -> str | None:
     return git(root, "show", f"{rev}:{path}")
 
 
-def read_metrics(root: Path, rev: str | None, path: str = METRICS_PATH) -> dict[str, Any] | None:
-    """metrics/scores.json at `rev` as a dict, or None when that revision has none yet."""
-    text = read_text(root, rev, path)
-    if text is None:
-        return None
+def dvc_json(root: Path, *args: str) -> Any:
+    """`dvc ARGS --json` in `root`, parsed; PipelineError with DVC's message if it fails."""
+    command = [dvc_executable(), *args, "--json"]
     try:
-        data = json.loads(text)
+        proc = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    except OSError as exc:
+        raise PipelineError(f"dvc is not installed ({exc})") from exc
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")]
+    if proc.returncode != 0 or errors:
+        lines = errors or (proc.stderr or proc.stdout).strip().splitlines()
+        message = lines[-1] if lines else f"exited {proc.returncode}"
+        raise PipelineError(f"`dvc {' '.join(args)}` failed: {message}")
+    try:
+        return json.loads(proc.stdout or "{}")
     except json.JSONDecodeError as exc:
-        raise PipelineError(f"{path} at {rev or 'the working tree'} is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path} at {rev or 'the working tree'} is not a JSON object")
-    return data
+        raise PipelineError(f"`dvc {' '.join(args)}` did not print JSON: {exc}") from exc
+
+
+def has_file(root: Path, rev: str, path: str) -> bool:
+    proc = subprocess.run(["git", "cat-file", "-e", f"{rev}:{path}"], cwd=root, capture_output=True)
+    return proc.returncode == 0
+
+
+@dataclass(frozen=True)
+class Results:
+    """The two sides' metrics (per metrics file) and changed params, as DVC reports them."""
+
+    base: dict[str, dict[str, Any] | None]  # metrics file -> {metric: value}, None: no file
+    pr: dict[str, dict[str, Any] | None]
+    params: dict[str, tuple[Any, Any]]  # "key" (or "file:key") -> (base value, PR value)
+
+    def metrics(self, side: str, path: str = METRICS_PATH) -> dict[str, Any] | None:
+        return (self.base if side == "base" else self.pr).get(path)
+
+
+def _sides(diff: dict[str, Any], root: Path, base_sha: str) -> tuple[dict, dict]:
+    base: dict[str, dict[str, Any] | None] = {}
+    pr: dict[str, dict[str, Any] | None] = {}
+    for path, metrics in diff.items():
+        if not isinstance(metrics, dict):
+            continue
+        old = {k: v["old"] for k, v in metrics.items() if v.get("old") is not None}
+        new = {k: v["new"] for k, v in metrics.items() if v.get("new") is not None}
+        base[path] = old if has_file(root, base_sha, path) else None
+        pr[path] = new if (root / path).is_file() else None
+        for side, values, where in ((base, old, base_sha[:7]), (pr, new, "the working tree")):
+            if side[path] is not None and not values:  # DVC skips a file it cannot parse
+                raise PipelineError(f"{path} at {where} holds no metrics DVC can read")
+    return base, pr
+
+
+def dvc_results(root: Path, base_sha: str) -> Results:
+    """`dvc metrics diff BASE --all` and `dvc params diff BASE` of the working tree (run at
+    once: each takes seconds to start)."""
+    with ThreadPoolExecutor(2) as pool:
+        metrics = pool.submit(dvc_json, root, "metrics", "diff", base_sha, "--all")
+        params = pool.submit(dvc_json, root, "params", "diff", base_sha)
+        metrics_out, params_out = metrics.result(), params.result()
+    base, pr = _sides(metrics_out, root, base_sha)
+    changed: dict[str, tuple[Any, Any]] = {}
+    for file, keys in sorted(params_out.items()):
+        for key, value in sorted(keys.items()):
+            name = key if file == PARAMS_PATH else f"{file}:{key}"
+            changed[name] = (value.get("old"), value.get("new"))
+    return Results(base, pr, changed)
 
 
 def read_yaml(root: Path, rev: str | None, path: str) -> dict[str, Any] | None:

@@ -47,12 +47,15 @@ def split(params, raw_data) -> tuple[pd.DataFrame, pd.DataFrame]:
 def train_bundle(params: dict, train_df: pd.DataFrame) -> dict:
     """Run features + train in memory (no files, no MLflow) and return the model bundle."""
     schema, preprocessor, matrix = build_features(train_df, params)
-    pipeline, metrics = train(
+    pipeline, metrics, folds = train(
         params, {"schema": schema, "preprocessor": preprocessor}, matrix, train_df
     )
-    return make_bundle(
-        pipeline, schema, {"training_metrics": metrics, "classes": schema.get("classes", [])}
-    )
+    metadata = {
+        "training_metrics": metrics,
+        "cv_folds": folds,
+        "classes": schema.get("classes", []),
+    }
+    return make_bundle(pipeline, schema, metadata)
 
 
 @pytest.fixture(scope="session")

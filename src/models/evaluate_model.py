@@ -5,7 +5,10 @@
 Writes `metrics/scores.json` (the task's metrics, src/tasks/), plot data under `plots/`
 (declared in dvc.yaml for `dvc plots show/diff`: confusion matrix and per-class curves for
 classification, predicted vs actual for regression, feature importance for both) and PNG
-renderings under `plots/images/` (for the PR comment).
+renderings under `plots/images/` (for the PR comment), and, for the PR comment's paired
+comparison with the base branch (src/noise.py), the test set's per-row predictions
+(`metrics/test_predictions.csv`: at most `evaluate.predictions_max_rows` rows, a seeded
+sample beyond that) and the per-fold CV scores (`metrics/cv_folds.json`).
 All outputs are deterministic for the same inputs.
 """
 
@@ -25,6 +28,13 @@ from sklearn.inspection import permutation_importance
 from src import config
 from src.features.schema import to_model_frame, unknown_category_rows
 from src.models.artifact import ModelLoadError, load_model
+from src.noise import (
+    CV_FOLDS_PATH,
+    PREDICTIONS_PATH,
+    predictions_frame,
+    sample_rows,
+    write_predictions,
+)
 from src.tasks import schema_task
 from src.utils import PipelineError, atomic_write, load_params, run_cli, write_json
 
@@ -79,15 +89,32 @@ def write_plot_data(plots_dir: Path, frames: dict[str, pd.DataFrame]) -> None:
             atomic_write(plots_dir / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
 
 
+def max_prediction_rows(params: dict[str, Any]) -> int:
+    value = (params.get("evaluate") or {}).get("predictions_max_rows")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PipelineError(
+            f"evaluate.predictions_max_rows must be a whole number >= 1, got {value!r}"
+        )
+    return value
+
+
 def evaluate(
-    bundle: dict[str, Any], test: pd.DataFrame, params: dict[str, Any], plots_dir: Path
+    bundle: dict[str, Any],
+    test: pd.DataFrame,
+    params: dict[str, Any],
+    plots_dir: Path,
+    predictions_file: Path | None = None,
 ) -> dict[str, Any]:
     """Score the model on `test`, write plot data and images; return the metrics.
+
+    With `predictions_file`, also write the scored rows' predictions there (row = position
+    in `test`, the same rows for any model scored on the same test set).
 
     Rows with a category unseen in training are scored as the server scores them
     (`features.unknown_categories: ignore`: encoded as no known category) or left out and
     counted (`reject`: the server answers them 422), so the metrics describe what clients get.
     """
+    max_rows = None if predictions_file is None else max_prediction_rows(params)
     schema = bundle["schema"]
     task = schema_task(schema)
     target = schema["target"]
@@ -95,8 +122,10 @@ def evaluate(
         raise PipelineError(f"test set has no target column {target!r}")
     unknown = unknown_category_rows(test, schema)
     policy = schema.get("unknown_categories", "reject")
+    rows = np.arange(len(test))
     if policy == "reject" and unknown.any():
         log.warning("%d test row(s) hold unseen categories: left out (reject)", unknown.sum())
+        rows = rows[~unknown.to_numpy()]
         test = test[~unknown].reset_index(drop=True)
         if test.empty:
             raise PipelineError(
@@ -110,6 +139,10 @@ def evaluate(
     scores.update(bundle["metadata"].get("training_metrics", {}))
     scores["n_test"] = len(test)
     scores["n_unknown_category_rows"] = int(unknown.sum())
+    if predictions_file is not None:
+        frame = predictions_frame(rows, y_true, outputs, task.is_classifier)
+        keep = sample_rows(len(frame), max_rows, int(params["base"]["random_state"]))
+        write_predictions(predictions_file, frame.iloc[keep])
     importance = feature_importance(
         bundle["pipeline"],
         X,
@@ -142,8 +175,16 @@ def main() -> None:
     except ModelLoadError as exc:
         raise PipelineError(str(exc)) from exc
     test = pd.read_csv(config.TEST_DATA)
-    scores = evaluate(bundle, test, params, config.PLOTS_DIR)
+    scores = evaluate(
+        bundle, test, params, config.PLOTS_DIR, predictions_file=config.ROOT / PREDICTIONS_PATH
+    )
     write_json(config.SCORES_FILE, scores)
+    folds = bundle["metadata"].get("cv_folds")
+    if folds is None:
+        raise PipelineError(
+            f"{config.MODEL_FILE} holds no per-fold CV scores: rerun `dvc repro train`"
+        )
+    write_json(config.ROOT / CV_FOLDS_PATH, folds)
     log.info("test metrics: %s", {k: v for k, v in scores.items() if not k.startswith("cv_")})
 
 

@@ -10,6 +10,7 @@ Reads the fitted preprocessor and transformed matrix from the features stage and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import platform
 from datetime import UTC, datetime
@@ -42,9 +43,11 @@ def cross_validate_model(
     y: pd.Series,
     folds: int,
     seed: int,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, Any]]:
     """K-fold CV (stratified for classification) of preprocessor + estimator on the
-    training set: `cv_<metric>_mean` and `cv_<metric>_std` for the task's CV metrics."""
+    training set: `cv_<metric>_mean` and `cv_<metric>_std` for the task's CV metrics, and
+    the per-fold scores with a fingerprint of the folds (same training rows, same folds:
+    the same fingerprint), which the report pairs across revisions (src/noise.py)."""
     pipeline = model_pipeline(clone(preprocessor), clone(estimator))
     try:
         cv = task.cv_splitter(folds, seed, y)
@@ -54,30 +57,37 @@ def cross_validate_model(
     scores = cross_validate(pipeline, X, y, cv=cv, scoring=dict(scoring), n_jobs=1)
     signs = getattr(task, "cv_sign", {})
     out: dict[str, float] = {}
+    per_fold: dict[str, list[float]] = {}
     for name in scoring:
         values = signs.get(name, 1.0) * scores[f"test_{name}"]
         out[f"cv_{name}_mean"] = round(float(np.mean(values)), 6)
         out[f"cv_{name}_std"] = round(float(np.std(values)), 6)
-    return out
+        per_fold[name] = [round(float(v), 6) for v in values]
+    digest = hashlib.sha256(pd.util.hash_pandas_object(X, index=True).to_numpy().tobytes())
+    digest.update(pd.util.hash_pandas_object(y, index=True).to_numpy().tobytes())
+    for _, test_rows in cv.split(X, y):
+        digest.update(np.asarray(test_rows, dtype=np.int64).tobytes())
+    return out, {"fingerprint": digest.hexdigest(), "scores": per_fold}
 
 
 def train(
     params: dict[str, Any], features: dict[str, Any], matrix: pd.DataFrame, train_df: pd.DataFrame
-) -> tuple[Pipeline, dict[str, float]]:
-    """Fit the estimator on the transformed matrix; return (full pipeline, training metrics)."""
+) -> tuple[Pipeline, dict[str, float], dict[str, Any]]:
+    """Fit the estimator on the transformed matrix; return (full pipeline, training metrics,
+    per-fold CV scores)."""
     schema, preprocessor = features["schema"], features["preprocessor"]
     task = schema_task(schema)
     seed = int(params["base"]["random_state"])
     estimator = make_estimator(params["train"], seed, task)
     X = to_model_frame(train_df, schema)
     y = task.encode_target(train_df[schema["target"]])
-    metrics = cross_validate_model(
+    metrics, folds = cross_validate_model(
         task, preprocessor, estimator, X, y, int(params["train"]["cv_folds"]), seed
     )
     estimator.fit(to_float32(matrix.to_numpy()), y.to_numpy())
     pipeline = model_pipeline(preprocessor, estimator)
     metrics.update(task.train_metrics(y, pipeline, X))
-    return pipeline, metrics
+    return pipeline, metrics, folds
 
 
 def build_metadata(
@@ -120,8 +130,9 @@ def main() -> None:
     features = joblib.load(config.FEATURES_ARTIFACT)
     matrix = pd.read_csv(config.TRAIN_FEATURES)
     train_df = pd.read_csv(config.TRAIN_DATA)
-    pipeline, metrics = train(params, features, matrix, train_df)
+    pipeline, metrics, folds = train(params, features, matrix, train_df)
     metadata = build_metadata(params, features["schema"], metrics)
+    metadata["cv_folds"] = folds
     log.info("trained %s: %s", metadata["model_type"], metrics)
 
     if not args.no_mlflow:

@@ -1,10 +1,12 @@
 """A small git repository with a `main` commit and a PR commit, for the report and gate tests.
 
-It holds what the report reads: params.yaml, metrics/scores.json, optionally dvc.lock, and
-the plot data under plots/ (a copy of the project's, with one change in the PR's), plus a
-copy of `src` so the CLIs (`python -m src.report`, `python -m src.gate`) can run inside it.
-Params and metrics are fixtures written here (a made-up `label` dataset), not the
-configured dataset's. No pipeline runs.
+It holds what the report reads: params.yaml, metrics/scores.json, optionally dvc.lock, the
+per-row test predictions and per-fold CV scores (src/noise.py), and the plot data under
+plots/ (a copy of the project's, with one change in the PR's), plus a copy of `src` so the
+CLIs (`python -m src.report`, `python -m src.gate`) can run inside it. It is a real DVC
+project (`dvc init`, a dvc.yaml declaring the metrics), so `dvc metrics diff` and `dvc
+params diff` read it as they read the real one. Params and metrics are fixtures written
+here (a made-up `label` dataset), not the configured dataset's. No pipeline runs.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
 
+from src.ci import dvc_executable
 from src.config import ROOT
+from src.noise import CV_FOLDS_PATH, PREDICTIONS_PATH
+
+DVC_YAML = "metrics:\n  - metrics/scores.json\n"
 
 BASE_METRICS = {
     "accuracy": 0.988372,
@@ -100,10 +108,23 @@ def write_results(
     metrics: dict[str, Any] | None,
     params: dict[str, Any],
     lock: dict[str, Any] | None = None,
+    predictions: str | None = None,
+    folds: dict[str, Any] | None = None,
 ) -> None:
+    """Write one side's results; `predictions` (CSV text) and `folds` replace or, when
+    None, remove that side's predictions and CV folds files."""
     if metrics is not None:
         (repo / "metrics").mkdir(exist_ok=True)
         (repo / "metrics" / "scores.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    for path, text in (
+        (PREDICTIONS_PATH, predictions),
+        (CV_FOLDS_PATH, None if folds is None else json.dumps(folds)),
+    ):
+        if text is None:
+            (repo / path).unlink(missing_ok=True)
+        else:
+            (repo / path).parent.mkdir(exist_ok=True)
+            (repo / path).write_text(text)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if lock is not None:
         (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
@@ -139,10 +160,15 @@ def make_repo(
     pr_metrics: dict[str, Any] = PR_METRICS,
     base_lock: dict[str, Any] | None = None,
     pr_lock: dict[str, Any] | None = None,
+    base_predictions: str | None = None,
+    pr_predictions: str | None = None,
+    base_folds: dict[str, Any] | None = None,
+    pr_folds: dict[str, Any] | None = None,
 ) -> Path:
     """main: fixture params and plot data (+ metrics); branch `pr`: a worse model.
 
     By default the PR changes only `train.*` (same data); pass `pr_params` to change more.
+    Without `*_predictions` / `*_folds` a side has no predictions or CV folds file.
     """
     path.mkdir(parents=True)
     shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__"))
@@ -151,8 +177,11 @@ def make_repo(
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.email", "test@example.com")
     git(path, "config", "user.name", "test")
+    subprocess.run([dvc_executable(), "init", "-q"], cwd=path, check=True, env=env_for(path))
+    subprocess.run([dvc_executable(), "config", "core.analytics", "false"], cwd=path, check=True)
+    (path / "dvc.yaml").write_text(DVC_YAML)
     if base_has_metrics:
-        write_results(path, base_metrics, base_params, base_lock)
+        write_results(path, base_metrics, base_params, base_lock, base_predictions, base_folds)
     else:
         write_results(path, None, base_params, base_lock)
         shutil.rmtree(path / "plots")
@@ -166,7 +195,7 @@ def make_repo(
         pr_params = copy.deepcopy(base_params)
         pr_params["train"]["n_estimators"] = 50
         pr_params["train"]["model_type"] = "gradient_boosting"
-    write_results(path, pr_metrics, pr_params, pr_lock)
+    write_results(path, pr_metrics, pr_params, pr_lock, pr_predictions, pr_folds)
     confusion = path / "plots" / "confusion_matrix.csv"
     lines = confusion.read_text().splitlines()
     actual, predicted = lines[1].split(",")
@@ -176,3 +205,37 @@ def make_repo(
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "pr: gradient boosting")
     return path
+
+
+def predicted_side(task: str, flips: int = 0, n_rows: int = 86, seed: int = 0):
+    """One side's per-row test predictions (CSV text, as evaluate writes them) and the test
+    metrics the task computes on them, for the target of tests/fixture_data.py's `task`
+    table. `flips` rows are answered wrong (classification: another class, confidently;
+    regression: far off), so two sides differing in `flips` differ on those rows only."""
+    from src.noise import predictions_frame
+    from src.tasks import get_task
+    from tests.fixture_data import CLASSES, TARGETS, make_table
+
+    target = make_table(task, n_rows=n_rows, seed=seed)[TARGETS[task]].to_numpy()
+    rows = np.arange(n_rows)
+    spread = np.random.default_rng([seed, 1]).uniform(0.0, 0.2, n_rows)
+    if task == "regression":
+        predicted = target + np.random.default_rng([seed, 2]).normal(0.0, 0.5, n_rows)
+        predicted[:flips] += 8.0
+        outputs: Any = predicted
+        frame = predictions_frame(rows, target, predicted, is_classifier=False)
+    else:
+        classes = CLASSES[task]
+        index = np.searchsorted(classes, target)
+        answer = index.copy()
+        answer[:flips] = (index[:flips] + 1) % len(classes)
+        proba = np.full((n_rows, len(classes)), 0.0)
+        proba[rows, answer] = 0.7 + spread
+        proba += ((1.0 - proba.sum(axis=1)) / (len(classes) - 1))[:, None] * (proba == 0)
+        outputs = pd.DataFrame(proba, columns=classes)
+        frame = predictions_frame(rows, target.astype(str), outputs, is_classifier=True)
+    task_obj = get_task(task)
+    scores: dict[str, Any] = task_obj.test_metrics(frame["target"].to_numpy(), outputs)
+    scores["n_test"] = n_rows
+    text = frame.to_csv(index=False, float_format="%.10g")
+    return text, scores

@@ -16,6 +16,7 @@ from src.gate import (
     run_gate,
     validate_gate,
 )
+from src.noise import Interval
 from src.utils import PipelineError
 from tests.unit.experiment_repo import (
     BASE_METRICS,
@@ -28,6 +29,7 @@ from tests.unit.experiment_repo import (
     git,
     make_repo,
     params,
+    predicted_side,
 )
 
 BASE_REGRESSION = {"r2": 0.62, "rmse": 10.5, "mae": 7.1, "n_test": 120}
@@ -65,6 +67,11 @@ def test_metric_directions_are_the_tasks():
             {"classification": {"min": {"f1_macro": 0.9}}, "min": {"r2": 0.1}},
             r"mixes task blocks \['classification'\] with rules \['min'\]",
         ),
+        (
+            {"classification": {"max_drop_mode": "significant"}},
+            r"gate.classification.max_drop_mode must be one of delta, noise, got 'significant'",
+        ),
+        ({"max_drop_mode": 1}, r"gate.max_drop_mode must be one of delta, noise"),
         (
             {"regression": {"max_drop": {"n_test": 1}}},
             r"gate.regression.max_drop.n_test: n_test has no better/worse direction",
@@ -375,3 +382,57 @@ def test_fork_controlled_values_in_the_reason_stay_inside_code_spans():
     assert reason == "data.source: `data/external/labels.csv` → `![x](/etc/passwd) 'x' \\| y`"
     outside = reason.split("`")[::2]  # the text between the code spans
     assert not any("](" in part for part in outside)
+
+
+NOISE_GATE = {"max_drop_mode": "noise", "max_drop": {"balanced_accuracy": 0.03, "log_loss": 0.0}}
+
+
+def test_noise_mode_fails_only_when_the_whole_interval_is_beyond_the_allowed_drop():
+    base = {"balanced_accuracy": 0.985, "log_loss": 0.05}
+    pr = {"balanced_accuracy": 0.94, "log_loss": 0.06}  # 0.045 and 0.01 worse
+    assert validate_gate(NOISE_GATE)["any"]["max_drop_mode"] == "noise"
+    plain = evaluate_gate(
+        rules({k: v for k, v in NOISE_GATE.items() if k != "max_drop_mode"}), pr, base, "`main`"
+    )
+    assert [c.passed for c in plain] == [False, False]  # the old behaviour, the default
+    noisy = {  # PR − base: balanced accuracy -0.09 … +0.00, log loss +0.002 … +0.02
+        "balanced_accuracy": Interval(-0.09, 0.0, "paired bootstrap"),
+        "log_loss": Interval(0.002, 0.02, "paired bootstrap"),
+    }
+    checks = evaluate_gate(rules(NOISE_GATE), pr, base, "`main`", intervals=noisy)
+    by_metric = {c.metric: c for c in checks}
+    assert by_metric["balanced_accuracy"].passed  # could be no drop at all
+    assert by_metric["balanced_accuracy"].detail == (
+        "balanced_accuracy = 0.9400 against `main`'s 0.9850: drop 0.0450, 95% interval "
+        "0.0000 … 0.0900 (paired bootstrap), within the allowed drop 0.0300"
+    )
+    assert not by_metric["log_loss"].passed  # significantly worse, and max_drop is 0
+    assert "95% interval 0.0020 … 0.0200 (paired bootstrap), entirely above the allowed drop" in (
+        by_metric["log_loss"].detail
+    )
+    # no interval for a metric: its plain change is checked, and the check says so
+    checks = evaluate_gate(rules(NOISE_GATE), pr, base, "`main`", intervals={})
+    assert [c.passed for c in checks] == [False, False]
+    assert checks[0].detail.endswith("; no interval for it, so the plain change is checked")
+
+
+def test_noise_mode_on_a_repo_with_paired_predictions(tmp_path):
+    """One more wrong row of 86 drops balanced accuracy; max_drop 0 in noise mode lets it
+    pass (within noise), the default mode fails it."""
+    base_text, base_scores = predicted_side("multiclass", 2)
+    pr_text, pr_scores = predicted_side("multiclass", 3)
+    gate = {"max_drop": {"balanced_accuracy": 0.0}}
+    results = {}
+    for mode in ("delta", "noise"):
+        repo = make_repo(
+            tmp_path / mode,
+            base_params=params(gate={**gate, "max_drop_mode": mode}),
+            base_metrics=base_scores,
+            pr_metrics=pr_scores,
+            base_predictions=base_text,
+            pr_predictions=pr_text,
+        )
+        results[mode] = run_gate(repo, "main")
+    assert not results["delta"].passed
+    (check,) = results["noise"].checks
+    assert results["noise"].passed and "(paired bootstrap), within the allowed drop" in check.detail

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from src.noise import Interval
 from src.report import (
     LEGEND,
     build_report,
@@ -30,6 +31,7 @@ from tests.unit.experiment_repo import (
     git,
     make_repo,
     params,
+    predicted_side,
 )
 
 CI_ENV = {
@@ -74,23 +76,31 @@ def metrics_table(report: str) -> list[str]:
 def test_metrics_table_has_base_pr_delta_and_direction_markers(built):
     repo, _, text, gate = built
     base_sha = git(repo, "rev-parse", "--short=7", "main").strip()
-    assert f"| Metric | `main` `{base_sha}` | PR | Change | |" in text
+    assert f"| Metric | `main` `{base_sha}` | PR | Change | 95% interval | |" in text
+    # main has no per-row predictions (as right after this feature lands): plain deltas,
+    # no verdict, and one line saying so
     assert row(text, "balanced_accuracy") == [
         "balanced_accuracy",
         "0.9850",
         "0.9400",
         "-0.0450",
-        "❌ worse",
+        "",
+        "",
     ]
-    assert row(text, "log_loss") == ["log_loss", "0.0500", "0.1200", "+0.0700", "❌ worse"]
+    assert row(text, "log_loss") == ["log_loss", "0.0500", "0.1200", "+0.0700", "", ""]
+    assert (
+        "- `main` has no `metrics/test_predictions.csv` (older pipeline): test-set changes "
+        "are plain deltas, without a verdict."
+    ) in metrics_table(text)
     assert row(text, "cv_accuracy_std") == [
         "cv_accuracy_std",
         "0.0200",
         "0.0150",
         "-0.0050",
-        "✅ better",
+        "",
+        "",
     ]
-    assert row(text, "n_test") == ["n_test", "86", "86", "0", ""]
+    assert row(text, "n_test") == ["n_test", "86", "86", "0", "", ""]
     names = [ln.split("|")[1].strip() for ln in text.splitlines() if ln.startswith("| ")]
     metric_rows = [n for n in names if n in BASE_METRICS]
     assert metric_rows.index("n_test") > metric_rows.index("cv_accuracy_std")  # counts last
@@ -102,26 +112,43 @@ def test_markers_follow_the_tasks_metric_directions(built):
     assert LEGEND in text
     assert "higher is better for scores" in LEGEND and "lower for losses and errors" in LEGEND
     assert "training-set scores (`train_*`)" in LEGEND
+    up, down = Interval(0.01, 0.03, "paired bootstrap"), Interval(-0.05, -0.03, "paired bootstrap")
     lines = metrics_section(
-        {"accuracy": 0.9, "train_accuracy": 0.99, "n_train": 250},
-        {"accuracy": 0.92, "train_accuracy": 0.95, "n_train": 260},
+        {"accuracy": 0.9, "f1_macro": 0.9, "train_accuracy": 0.99, "n_train": 250},
+        {"accuracy": 0.92, "f1_macro": 0.91, "train_accuracy": 0.95, "n_train": 260},
         "b",
         "PR",
+        intervals={
+            "accuracy": up,
+            "f1_macro": Interval(-0.01, 0.03, "paired bootstrap"),
+            "train_accuracy": down,
+            "n_train": up,
+        },
     )
-    assert "| accuracy | 0.9000 | 0.9200 | +0.0200 | ✅ better |" in lines
-    assert "| train_accuracy | 0.9900 | 0.9500 | -0.0400 |  |" in lines  # no direction
-    assert "| n_train | 250 | 260 | +10 |  |" in lines
+    assert "| accuracy | 0.9000 | 0.9200 | +0.0200 | +0.0100 … +0.0300 | ✅ better |" in lines
+    assert "| f1_macro | 0.9000 | 0.9100 | +0.0100 | -0.0100 … +0.0300 | ≈ within noise |" in (
+        lines
+    )
+    assert "| train_accuracy | 0.9900 | 0.9500 | -0.0400 |  |  |" in lines  # no direction
+    assert "| n_train | 250 | 260 | +10 |  |  |" in lines
 
 
 def test_regression_metrics_get_their_directions():
     base = {"rmse": 10.0, "mae": 7.0, "r2": 0.6, "cv_rmse_mean": 11.0, "cv_r2_std": 0.05}
     pr = {"rmse": 9.0, "mae": 7.5, "r2": 0.55, "cv_rmse_mean": 12.0, "cv_r2_std": 0.03}
-    lines = metrics_section(base, pr, "b", "PR")
-    assert "| rmse | 10.0000 | 9.0000 | -1.0000 | ✅ better |" in lines  # lower is better
-    assert "| mae | 7.0000 | 7.5000 | +0.5000 | ❌ worse |" in lines
-    assert "| r2 | 0.6000 | 0.5500 | -0.0500 | ❌ worse |" in lines  # higher is better
-    assert "| cv_rmse_mean | 11.0000 | 12.0000 | +1.0000 | ❌ worse |" in lines
-    assert "| cv_r2_std | 0.0500 | 0.0300 | -0.0200 | ✅ better |" in lines
+    intervals = {  # each change measured with a tight interval around it
+        name: Interval(
+            pr[name] - base[name] - 1e-3, pr[name] - base[name] + 1e-3, "paired bootstrap"
+        )
+        for name in base
+        if not name.endswith("_std")  # src.noise gives a spread across folds no interval
+    }
+    lines = metrics_section(base, pr, "b", "PR", intervals=intervals)[2:]
+    marks = {ln.split("|")[1].strip(): ln.split("|")[-2].strip() for ln in lines}
+    assert marks["rmse"] == "✅ better"  # lower is better
+    assert marks["mae"] == "❌ worse" and marks["cv_rmse_mean"] == "❌ worse"
+    assert marks["r2"] == "❌ worse"  # higher is better
+    assert marks["cv_r2_std"] == ""  # a spread across folds: no verdict
 
 
 def test_a_regression_pr_report_uses_the_regression_bounds(tmp_path):
@@ -138,7 +165,7 @@ def test_a_regression_pr_report_uses_the_regression_bounds(tmp_path):
     assert "- **Quality gate:** ✅ passed (2 of 2 checks ran)" in text
     assert "Bounds from `gate.regression:` in params.yaml on `main` (for this PR's task, " in text
     assert "| r2 = 0.5800 is at least the minimum 0.3000 | ✅ pass |" in text
-    assert row(text, "rmse")[-1] == "❌ worse" and row(text, "r2")[-1] == "❌ worse"
+    assert row(text, "rmse")[-1] == "" and row(text, "r2")[-1] == ""  # no predictions on main
     assert "Data changed" not in text
 
 
@@ -230,7 +257,7 @@ def test_params_gate_and_data_sections(built):
     assert "| balanced_accuracy = 0.9400 is at least the minimum 0.9000 | ✅ pass |" in text
     assert "(more than the allowed drop 0.0300) | ❌ FAIL |" in text
     assert "### Data and model" in text
-    assert "Not available: ERROR: you are not inside of a DVC repository" in text
+    assert "No DVC-tracked data or model file differs from `main`." in text
 
 
 def test_plots_of_base_beside_pr_linked_relative_to_the_report(built):
@@ -313,7 +340,6 @@ def test_unknown_base_and_missing_metrics_are_clear_errors(repo, tmp_path):
 
 
 def test_dvc_diff_in_a_dvc_repo_and_its_summary(repo, tmp_path):
-    subprocess.run(["dvc", "init", "-q"], cwd=repo, env=env_for(repo), check=True)
     text, _ = build_report(repo, "main", tmp_path / "r.md", env={})
     assert "No DVC-tracked data or model file differs from `main`." in text
     diff = {
@@ -328,13 +354,13 @@ def test_dvc_diff_in_a_dvc_repo_and_its_summary(repo, tmp_path):
 
 
 def test_section_helpers_handle_edge_cases():
-    assert params_section({"a": 1}, {"a": 1}, "`main`") == ["No params changed against `main`."]
-    lines = params_section({"a": {"b": None}}, {"a": {"b": [1, 2]}, "c": "x|y"}, "`main`")
+    assert params_section({}, "`main`") == ["No params changed against `main`."]
+    lines = params_section({"a.b": (None, [1, 2]), "c": (None, "x|y")}, "`main`")
     assert "| `a.b` | `null` | `[1, 2]` |" in lines
-    assert "| `c` | — | `x\\|y` |" in lines
+    assert "| `c` | `null` | `x\\|y` |" in lines
     lines = metrics_section({"accuracy": 0.9}, {"accuracy": 0.9 + 1e-6, "new": 1.0}, "b", "PR")
-    assert "| accuracy | 0.9000 | 0.9000 | +0.000001 | ✅ better |" in lines
-    assert "| new | — | 1.0000 |  |  |" in lines
+    assert "| accuracy | 0.9000 | 0.9000 | +0.000001 |  |  |" in lines
+    assert "| new | — | 1.0000 |  |  |  |" in lines
 
 
 def test_report_cli_writes_the_file(repo):
@@ -371,3 +397,47 @@ def test_export_parity_line():
 def test_report_shows_export_parity(built):
     _, _, text, _ = built
     assert "export stage has not run" in text  # the temp repo has no metrics/export.json
+
+
+def paired_repo(path, base_flips, pr_flips, task="multiclass", **kwargs):
+    """main and a PR whose per-row test predictions differ in `pr_flips - base_flips` rows
+    (real files, as evaluate writes them; metrics computed from them)."""
+    base_text, base_scores = predicted_side(task, base_flips)
+    pr_text, pr_scores = predicted_side(task, pr_flips)
+    return make_repo(
+        path,
+        base_metrics=base_scores,
+        pr_metrics=pr_scores,
+        base_predictions=base_text,
+        pr_predictions=pr_text,
+        **kwargs,
+    )
+
+
+def test_paired_report_marks_a_real_drop_worse_and_one_row_as_noise(tmp_path):
+    repo = paired_repo(tmp_path / "worse", 2, 30)
+    text, _ = build_report(repo, "main", tmp_path / "worse.md", env={})
+    accuracy = row(text, "accuracy")
+    assert accuracy[-1] == "❌ worse"
+    low, high = (float(x) for x in accuracy[-2].split(" … "))
+    assert low < high < 0
+    assert row(text, "n_test")[-1] == ""
+    assert (
+        "- Test-set intervals: paired bootstrap of the difference, 1000 resamples of the "
+        "same 86 test rows, seed 0, 95%."
+    ) in text
+    assert LEGEND in text
+
+    repo = paired_repo(tmp_path / "noise", 2, 3)
+    text, _ = build_report(repo, "main", tmp_path / "noise.md", env={})
+    accuracy = row(text, "accuracy")
+    assert accuracy[3] == "-0.0116" and accuracy[-1] == "≈ within noise"
+    low, high = (float(x) for x in accuracy[-2].split(" … "))
+    assert low < -0.0116 and high >= 0
+
+
+def test_a_metrics_file_dvc_cannot_read_is_named(repo, tmp_path):
+    """`dvc metrics diff` skips a file it cannot parse; the report says which one."""
+    (repo / "metrics" / "scores.json").write_text("{not json")
+    with pytest.raises(PipelineError, match=r"metrics/scores.json at the working tree holds no"):
+        build_report(repo, "main", tmp_path / "r.md", env={})
