@@ -2,7 +2,7 @@
 `run_cli`, the one error wrapper of every command-line entry point.
 
 Exit codes of every `python -m src...` command (and so of the make targets and DVC stages
-that run them; docs/errors.md):
+that run them; README.md, "Errors and exit codes"):
 
     0    done
     1    a problem to fix, named in one line (PipelineError: bad data, a failed quality
