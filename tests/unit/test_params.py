@@ -46,6 +46,12 @@ def edited(**changes) -> dict:
 DELETE = object()
 
 
+def test_key_paths_quote_names_that_are_not_identifiers():
+    assert schema.join("data", "schema", "bill_length_mm") == "data.schema.bill_length_mm"
+    assert schema.join("data", "schema", "leaf area") == "data.schema['leaf area']"
+    assert schema.join("data", "drop_columns", 0) == "data.drop_columns[0]"
+
+
 def test_the_repositorys_params_and_the_fixture_params_are_valid():
     assert load_params(PARAMS_FILE) == repo_params()  # values as the file holds them
     for task in fixture_data.TASKS:
@@ -128,7 +134,8 @@ def test_schema_entries_and_names_are_checked_one_by_one():
     params["data"]["schema"][column] = "decimal"
     params["data"]["schema"][True] = "float"  # YAML `yes:` is a bool key
     assert problems(params) == [
-        f"params.yaml: data.schema.{column}: 'decimal': must be float, int or category",
+        f"params.yaml: {schema.join('data', 'schema', column)}: 'decimal': must be float, "
+        "int or category",
         "params.yaml: data.schema[True]: True: must be a column name (a string)",
     ]
 
