@@ -13,7 +13,7 @@ import yaml
 from src import params as schema
 from src.config import PARAMS_FILE, ROOT
 from src.models.factory import make_estimator
-from src.tasks import get_task
+from src.tasks import get_task, task_family
 from src.utils import EXIT_PARAMS, ParamsError, PipelineError, load_params
 from tests import fixture_data
 
@@ -142,7 +142,7 @@ def test_schema_entries_and_names_are_checked_one_by_one():
 
 def test_the_model_must_be_one_of_the_tasks_and_have_its_hyperparameters():
     params = edited()
-    regression = params["data"]["schema"][params["data"]["target"]] == "float"
+    regression = task_family(params["data"]) == "regression"
     other = "logistic_regression" if regression else "ridge"
     family = "regression" if regression else "classification"
     (line,) = problems(edited(train__model_type=other))
