@@ -18,8 +18,8 @@ INPUT ?= data/processed/test.csv
 MODEL ?= models/model.joblib
 OUT ?= reports/predictions.csv
 
-.PHONY: help setup setup-dev schema data features train evaluate repro predict test test-fast \
-        test-datasets lint format clean mlflow-ui bench-pipeline bench-report
+.PHONY: help setup setup-dev schema check-params data features train evaluate repro predict test \
+        test-fast test-datasets lint format clean mlflow-ui bench-pipeline bench-report
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -43,16 +43,22 @@ schema: $(RUN_STAMP) ## Draft params.yaml's data: block from SOURCE=file.csv|.pa
 	@test -n "$${SOURCE:-}" || { echo "make schema: set SOURCE, e.g. make schema SOURCE=data/external/my.csv TARGET=label" >&2; exit 2; }
 	python -m src.data.draft_schema "$$SOURCE" $${TARGET:+--target "$$TARGET"} $(if $(filter 1 yes true,$(WRITE)),--write)
 
-data: $(RUN_STAMP) ## Stage prepare: load, validate and split the data
+# Every pipeline target checks params.yaml first: DVC removes a stage's outputs before it
+# runs the stage's command, so a bad param caught by the stage itself would already have
+# emptied data/ or models/. A bad param stops here, one line per key, with nothing changed.
+check-params: $(RUN_STAMP) ## Check params.yaml against its schema (src/params.py); the pipeline targets run it first
+	python -m src.params check
+
+data: check-params ## Stage prepare: load, validate and split the data
 	dvc repro prepare
-features: $(RUN_STAMP) ## Stage features: learn the schema, fit the preprocessor
+features: check-params ## Stage features: learn the schema, fit the preprocessor
 	dvc repro features
-train: $(RUN_STAMP) ## Stage train: fit the model, log the MLflow run
+train: check-params ## Stage train: fit the model, log the MLflow run
 	dvc repro train
-evaluate: $(RUN_STAMP) ## Stage evaluate: metrics/ and plots/
+evaluate: check-params ## Stage evaluate: metrics/ and plots/
 	dvc repro evaluate
 
-repro: $(RUN_STAMP) ## Run the whole pipeline (only what changed)
+repro: check-params ## Run the whole pipeline (only what changed)
 	dvc repro
 	@dvc metrics show
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from src.config import REPORTS_DIR, ROOT
+from src.utils import run_cli
 
 REPORT = REPORTS_DIR / "experiment" / "report.md"
 PULL_STATUS = REPORTS_DIR / "dvc_pull.json"  # read by src.report
@@ -641,4 +642,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -32,13 +32,11 @@ from typing import Any
 
 from src.config import ROOT
 from src.noise import LEVEL, Comparison, Interval, compare
+from src.params import MODE, RULES, check_gate
 from src.revision import dvc_results, read_lock, read_params, read_text, resolve
 from src.tasks import FAMILIES, TaskError, metric_direction, task_family
 from src.utils import PipelineError, run_cli
 
-RULES = ("min", "max", "max_drop")
-MODE = "max_drop_mode"  # how max_drop measures a drop: one of DROP_MODES
-DROP_MODES = ("delta", "noise")
 ANY_TASK = "any"  # the block key of the flat (legacy) gate: applies to every task family
 TOLERANCE = 1e-9  # metrics are rounded to 6 decimals: equal means equal
 DATA_KEYS = ("source", "target", "schema", "task")  # what the data is; `task` absent = auto
@@ -93,71 +91,30 @@ class GateResult:
 # --- the gate's params -----------------------------------------------------------------
 
 
-def validate_rules(rules: Any, key: str = "gate") -> dict[str, Any]:
-    """One block (`gate:` flat, or `gate.<family>:`) as {rule: {metric: bound}}, plus
-    `max_drop_mode` when the block sets it."""
-    if rules is None:
-        return {}
-    if not isinstance(rules, dict):
-        raise PipelineError(f"{key} must map min/max/max_drop to {{metric: bound}}")
-    unknown = sorted(set(rules) - set(RULES) - {MODE})
-    if unknown:
-        raise PipelineError(
-            f"unknown gate rule(s) {unknown} in {key}: use {list(RULES)} (and {MODE})"
-        )
-    clean: dict[str, Any] = {}
-    if MODE in rules:
-        if rules[MODE] not in DROP_MODES:
-            raise PipelineError(
-                f"{key}.{MODE} must be one of {', '.join(DROP_MODES)}, got {rules[MODE]!r}"
-            )
-        clean[MODE] = rules[MODE]
-    for rule in RULES:
-        bounds = rules.get(rule) or {}
-        if not isinstance(bounds, dict):
-            raise PipelineError(f"{key}.{rule} must map metric names to numbers")
-        for metric, bound in bounds.items():
-            name = f"{key}.{rule}.{metric}"
-            if isinstance(bound, bool) or not isinstance(bound, int | float):
-                raise PipelineError(f"{name} must be a number, got {bound!r}")
-            if rule == "max_drop" and bound < 0:
-                raise PipelineError(f"{name} must be >= 0, got {bound}")
-            if rule == "max_drop" and not metric_direction(str(metric)):
-                raise PipelineError(
-                    f"{name}: {metric} has no better/worse direction "
-                    "(src.tasks.metric_direction), so it cannot drop; bound it with min/max"
-                )
-        clean[rule] = {str(k): float(v) for k, v in sorted(bounds.items())}
-    return clean
+def _rules(block: Any) -> dict[str, Any]:
+    """{rule: {metric: bound}}, plus `max_drop_mode` when the block sets it."""
+    rules: dict[str, Any] = {
+        rule: {str(k): float(v) for k, v in sorted(((block or {}).get(rule) or {}).items())}
+        for rule in RULES
+    }
+    if (block or {}).get(MODE) is not None:
+        rules[MODE] = block[MODE]
+    return rules
 
 
-def validate_gate(gate: Any) -> dict[str, dict[str, Any]]:
-    """The `gate:` section as {block: {rule: {metric: bound}}}; PipelineError on anything else.
+def validate_gate(gate: Any, source: str = "params.yaml") -> dict[str, dict[str, dict[str, float]]]:
+    """The `gate:` section as {block: {rule: {metric: bound}}}; ParamsError (one line per
+    bad key, src.params) on anything else.
 
     A block is a task family (`classification`, `regression`), or `ANY_TASK` for the flat
     form with the rules directly under `gate:`.
     """
-    if gate is None:
+    check_gate(gate, source)
+    if not gate:
         return {}
-    if not isinstance(gate, dict):
-        raise PipelineError(
-            "params.yaml `gate:` must map task families (classification, regression) "
-            "to min/max/max_drop"
-        )
-    rules, families = set(gate) & {*RULES, MODE}, set(gate) & set(FAMILIES)
-    unknown = sorted(set(gate) - {*RULES, MODE} - set(FAMILIES))
-    if unknown:
-        raise PipelineError(
-            f"unknown gate rule(s) {unknown}: use blocks {list(FAMILIES)} holding {list(RULES)}"
-        )
-    if rules and families:
-        raise PipelineError(
-            f"gate: mixes task blocks {sorted(families)} with rules {sorted(rules)}; "
-            "move the rules into the blocks"
-        )
-    if rules:
-        return {ANY_TASK: validate_rules(gate)}
-    return {f: validate_rules(gate[f], f"gate.{f}") for f in FAMILIES if f in gate}
+    if set(gate) & {*RULES, MODE}:
+        return {ANY_TASK: _rules(gate)}
+    return {f: _rules(gate[f]) for f in FAMILIES if f in gate}
 
 
 def bounds_for(
@@ -185,7 +142,8 @@ def choose_bounds(
     base_gate = (base_params or {}).get("gate")
     pr_gate = (pr_params or {}).get("gate")
     if base_gate:
-        return validate_gate(base_gate), f"params.yaml on {base_label}", base_gate != pr_gate
+        source = f"params.yaml on {base_label}"
+        return validate_gate(base_gate, source), source, base_gate != pr_gate
     return validate_gate(pr_gate), "params.yaml", False
 
 

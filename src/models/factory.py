@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from src.tasks import get_task
 from src.tasks.classification import ClassificationTask
 from src.tasks.regression import RegressionTask
-from src.utils import PipelineError
+from src.utils import ParamsError, show
 
 # The classifiers, by model_type (kept under its old name for existing code and tests).
 MODEL_BUILDERS = ClassificationTask.estimators
@@ -24,16 +24,17 @@ def make_estimator(
     train_params: dict[str, Any], random_state: int, task: Any = None
 ) -> BaseEstimator:
     """Build the estimator named by `train_params["model_type"]` for `task` (a Task from
-    src.tasks; default multiclass classification)."""
+    src.tasks; default multiclass classification). ParamsError names an unknown model or a
+    hyperparameter the model reads that is not set (src.params checks params.yaml with it).
+    """
     task = task if task is not None else get_task("multiclass")
     builders = task.estimators
     model_type = train_params.get("model_type")
     if model_type not in builders:
-        raise PipelineError(
-            f"train.model_type {model_type!r} is not one of: {', '.join(builders)} "
-            f"(the {task.family} models)"
-        )
+        allowed = f"one of: {', '.join(builders)} (the {task.family} models)"
+        raise ParamsError([("train.model_type", f"{show(model_type)}: must be {allowed}")])
     try:
         return builders[model_type](train_params, random_state)
     except KeyError as exc:
-        raise PipelineError(f"train.{exc.args[0]} is required for {model_type}") from exc
+        key = exc.args[0]
+        raise ParamsError([(f"train.{key}", f"missing: {model_type} needs it")]) from exc

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -198,3 +200,38 @@ def test_bad_raw_data_stops_prepare_with_a_named_column(tmp_path):
     assert proc.returncode != 0
     assert f"missing column(s): {column}" in proc.stdout + proc.stderr
     assert not (repo / "data" / "processed" / "train.csv").exists()
+
+
+def snapshot(repo) -> dict:
+    """Every file under data/ and models/: its bytes and modification time."""
+    return {
+        str(p.relative_to(repo)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for folder in ("data", "models")
+        for p in sorted((repo / folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_bad_param_stops_make_repro_before_dvc_changes_anything(pipeline_repo, tmp_path):
+    # DVC removes a stage's outputs before it runs the stage: the Makefile checks first
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    before = snapshot(repo)
+    assert any(name.startswith("data/raw/") for name in before) and "models/model.joblib" in before
+    params = repo_params(repo)
+    params["split"]["test_size"] = 1.5
+    params["train"]["n_estimators"] = "lots"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    venv = Path(sys.executable).parent.parent
+    for target in ("repro", "data", "train"):
+        proc = run(["make", "-s", target, "RUN_STAMP=", f"VENV={venv}"], repo, check=False)
+        assert proc.returncode != 0
+        errors = [
+            line.split(" ERROR ", 1)[1] for line in proc.stderr.splitlines() if " ERROR " in line
+        ]
+        assert errors == [
+            "params.yaml: split.test_size: 1.5: must be a fraction between 0 and 1 (exclusive)",
+            "params.yaml: train.n_estimators: 'lots': must be an integer from 1 to 10000",
+        ], proc.stderr
+        assert "Traceback" not in proc.stderr and "Running stage" not in proc.stdout
+    assert snapshot(repo) == before

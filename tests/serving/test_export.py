@@ -29,6 +29,7 @@ from src.models.export_model import (
     to_model_frame,
 )
 from src.models.factory import MODEL_BUILDERS
+from src.params import check as check_params
 from src.serving.model import PROBA_DECIMALS, ModelLoadError, ServingModel
 from src.tasks import schema_task
 from src.utils import PipelineError
@@ -230,8 +231,10 @@ def test_bad_preprocessing_params_are_named(multiclass_case):
         ({"onehot_min_frequency": -1}, "onehot_min_frequency"),
         ({"onehot_max_categories": 1.5}, "onehot_max_categories"),
     ):
-        with pytest.raises(PipelineError, match=f"features.{key}"):
-            retrained(multiclass_case, features)
+        params = copy.deepcopy(multiclass_case.params)
+        params["features"].update(features)
+        with pytest.raises(PipelineError, match=f"params.yaml: features.{key}: "):
+            check_params(params)  # what every stage runs first (load_params)
 
 
 def test_nulls_and_unseen_categories_score_as_in_scikit_learn(multiclass_case, tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from src.models.factory import MODEL_BUILDERS, make_estimator
-from src.utils import PipelineError
+from src.utils import ParamsError
 
 
 @pytest.mark.parametrize("model_type", sorted(MODEL_BUILDERS))
@@ -23,10 +23,10 @@ def test_params_reach_the_estimator(params):
 
 
 def test_unknown_model_type_lists_choices(params):
-    with pytest.raises(PipelineError, match="'xgb' is not one of: random_forest"):
+    with pytest.raises(ParamsError, match="train.model_type: 'xgb': must be one of: random_forest"):
         make_estimator({**params["train"], "model_type": "xgb"}, 0)
 
 
 def test_missing_hyperparameter_is_named():
-    with pytest.raises(PipelineError, match="train.n_estimators is required"):
+    with pytest.raises(ParamsError, match="train.n_estimators: missing: random_forest needs it"):
         make_estimator({"model_type": "random_forest"}, 0)

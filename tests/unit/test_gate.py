@@ -51,36 +51,50 @@ def test_metric_directions_are_the_tasks():
 
 
 @pytest.mark.parametrize(
-    ("gate", "message"),
+    ("gate", "line"),
     [
-        ({"minimum": {"accuracy": 0.9}}, r"unknown gate rule\(s\) \['minimum'\]"),
-        ({"min": {"accuracy": "high"}}, r"gate.min.accuracy must be a number"),
-        ({"min": {"accuracy": True}}, r"gate.min.accuracy must be a number"),
-        ({"max_drop": {"accuracy": -0.1}}, r"gate.max_drop.accuracy must be >= 0"),
-        ({"min": [0.9]}, r"gate.min must map"),
-        ([1, 2], r"must map task families"),
-        ({"regression": {"min": {"r2": "x"}}}, r"gate.regression.min.r2 must be a number"),
-        ({"regression": {"max_drop": {"r2": -1}}}, r"gate.regression.max_drop.r2 must be >= 0"),
-        ({"classification": [1]}, r"gate.classification must map min/max/max_drop"),
-        ({"regression": {"floor": {"r2": 0.1}}}, r"unknown gate rule.*in gate.regression"),
+        ({"minimum": {"accuracy": 0.9}}, "gate.minimum: unknown key (did you mean min?)"),
+        ({"min": {"accuracy": "high"}}, "gate.min.accuracy: 'high': must be a number"),
+        ({"min": {"accuracy": True}}, "gate.min.accuracy: True: must be a number"),
+        (
+            {"max_drop": {"accuracy": -0.1}},
+            "gate.max_drop.accuracy: -0.1: must be a number >= 0 (the largest allowed worsening)",
+        ),
+        ({"min": [0.9]}, "gate.min: [0.9]: must be null or a mapping of metric name"),
+        ([1, 2], "gate: [1, 2]: must be null or a mapping of task families"),
+        ({"regression": {"min": {"r2": "x"}}}, "gate.regression.min.r2: 'x': must be a number"),
+        ({"regression": {"max_drop": {"r2": -1}}}, "gate.regression.max_drop.r2: -1: must be"),
+        (
+            {"classification": [1]},
+            "gate.classification: [1]: must be null or a mapping of min, max, max_drop",
+        ),
+        ({"regression": {"floor": {"r2": 0.1}}}, "gate.regression.floor: unknown key"),
         (
             {"classification": {"min": {"f1_macro": 0.9}}, "min": {"r2": 0.1}},
-            r"mixes task blocks \['classification'\] with rules \['min'\]",
+            "gate: mixes task blocks ['classification'] with rules ['min']",
         ),
         (
             {"classification": {"max_drop_mode": "significant"}},
-            r"gate.classification.max_drop_mode must be one of delta, noise, got 'significant'",
+            r"gate.classification.max_drop_mode: 'significant': must be null or one of: delta",
         ),
-        ({"max_drop_mode": 1}, r"gate.max_drop_mode must be one of delta, noise"),
+        ({"max_drop_mode": 1}, "gate.max_drop_mode: 1: must be null or one of: delta"),
         (
             {"regression": {"max_drop": {"n_test": 1}}},
-            r"gate.regression.max_drop.n_test: n_test has no better/worse direction",
+            "gate.regression.max_drop.n_test: 'n_test' has no better/worse direction",
         ),
+        ({"min": {7: 0.5}}, "gate.min[7]: 7: must be a metric name (a string)"),
     ],
 )
-def test_invalid_gate_params_are_named(gate, message):
-    with pytest.raises(PipelineError, match=message):
+def test_invalid_gate_params_are_named(gate, line):
+    with pytest.raises(PipelineError) as caught:
         validate_gate(gate)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"params.yaml: {line}"), lines
+
+
+def test_a_bad_base_gate_names_the_base_branch():
+    with pytest.raises(PipelineError, match=r"^params.yaml on main: gate.min.accuracy: 'x'"):
+        choose_bounds({"gate": {"min": {"accuracy": "x"}}}, None, "main")
 
 
 def test_failures_name_the_metric_its_value_and_the_bound():

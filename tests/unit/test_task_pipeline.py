@@ -142,7 +142,9 @@ def test_a_regression_pipeline_switches_model_types_by_params():
     for model_type in ("hist_gradient_boosting", "ridge", "gradient_boosting"):
         _, bundle, _, _ = fit("regression", model_type=model_type)
         assert bundle["pipeline"][-1].__class__.__name__ != "RandomForestRegressor"
-    with pytest.raises(PipelineError, match="'logistic_regression' is not one of.*regression"):
+    with pytest.raises(
+        PipelineError, match="train.model_type: 'logistic_regression': must be one of.*regression"
+    ):
         fit("regression", model_type="logistic_regression")
 
 
