@@ -43,16 +43,31 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
     return params
 
 
+def current_umask() -> int:
+    """The process umask: from /proc (Linux), else by setting it and setting it back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to `target`; move it into place only if the block succeeds.
 
-    An interrupted or failing writer never leaves a half-written `target` behind.
+    An interrupted or failing writer never leaves a half-written `target` behind. The file
+    gets the mode any new file would (0666 less the umask), not mkstemp's private 0600.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
