@@ -94,3 +94,5 @@ LABEL org.opencontainers.image.title="mloperation-predictor" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       io.mloperation.model.sha256="${MODEL_SHA256}" \
       io.mloperation.model.onnx.sha256="${ONNX_SHA256}"
+# GET /metadata's git_commit (model.json records none: the same model exports to the same bytes)
+ENV GIT_COMMIT="${VCS_REF}"

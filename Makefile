@@ -96,8 +96,14 @@ bench-report: $(DEV_STAMP) ## Time the PR report's paired bootstrap and build_re
 # --- The predictor (flask_app/, gunicorn.conf.py; docs/serving.md) ----------------------
 .PHONY: serve bench-serve bench-peers bench-slow-clients
 
+# The default models/serving/ must be the export dvc.lock describes (a failed `make repro`
+# leaves the previous one): src/models/serving_status.py. MODEL_DIR=... serves any export.
+SERVING_FRESH = if [ -z "$${MODEL_DIR:-}$${MODEL_PATH:-}" ]; then \
+	  test -f models/serving/model.json || { echo "models/serving/ missing: run make repro" >&2; exit 1; }; \
+	  python -m src.models.serving_status; fi
+
 serve: $(RUN_STAMP) ## Serve models/serving with gunicorn on http://127.0.0.1:8000 (HOST/PORT)
-	@test -f models/serving/model.json || { echo "models/serving/ missing: run make repro"; exit 1; }
+	@$(SERVING_FRESH)
 	HOST=$${HOST:-127.0.0.1} gunicorn -c gunicorn.conf.py
 
 bench-serve: $(DEV_STAMP) ## Predictor vs `mlflow models serve`, configured data + a regression set; reports/bench/serve*.json
@@ -151,7 +157,8 @@ bench-ci: $(DEV_STAMP) ## Time the PR job's steps (pull, repro, report); reports
 # --- Docker image of the predictor (scripts/docker/; docs/docker.md) -------------------
 .PHONY: docker-build docker-smoke docker-run docker-lint
 
-docker-build: ## Build IMAGE: the predictor with models/serving baked in (needs `make repro`)
+docker-build: $(RUN_STAMP) ## Build IMAGE: the predictor with models/serving baked in (needs `make repro`)
+	@$(SERVING_FRESH)
 	scripts/docker/build.sh $(IMAGE)
 
 docker-smoke: $(RUN_STAMP) ## Run IMAGE on loopback: healthy, /ready, /predict = sklearn's, non-root

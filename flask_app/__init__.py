@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import socket
 import sys
 import time
@@ -63,11 +64,12 @@ def _metadata(model: ServingModel, settings: Settings) -> dict[str, Any]:
     identity = model.manifest.get("model", {})
     return {
         "model_type": identity.get("model_type"),
-        "git_commit": identity.get("git_commit"),
+        # The export is byte-reproducible, so it records no commit: the image's revision
+        # (GIT_COMMIT, set by the Dockerfile) is the source; the MLflow run of the model is
+        # the one tagged model_sha256.
+        "git_commit": os.environ.get("GIT_COMMIT") or None,
         "model_sha256": identity.get("model_sha256"),
         "onnx_sha256": model.manifest["onnx"]["sha256"],
-        "trained_at": identity.get("trained_at"),
-        "mlflow_run_id": identity.get("mlflow_run_id"),
         "training_metrics": identity.get("training_metrics", {}),
         "task": model.task,
         "classes": model.classes,

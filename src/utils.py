@@ -129,22 +129,37 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
     return load(path)
 
 
+def current_umask() -> int:
+    """The process umask: from /proc (Linux), else by setting it and setting it back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to `target`; move it into place only if the block succeeds.
 
     An interrupted or failing writer never leaves a half-written `target` (nor the
-    temporary file) behind. An OSError of the write itself (a full disk, a read-only or
-    forbidden folder) is raised as FileError naming `target` and the OS reason; an
-    OSError about another file (one the block reads) passes through unchanged.
+    temporary file) behind. The file gets the mode any new file would (0666 less the
+    umask), not mkstemp's private 0600. An OSError of the write itself (a full disk, a
+    read-only or forbidden folder) is raised as FileError naming `target` and the OS
+    reason; an OSError about another file (one the block reads) passes through unchanged.
     """
     target = Path(target)
     tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
         tmp = Path(tmp_name)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
         yield tmp
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())

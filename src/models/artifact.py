@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,24 @@ def make_bundle(pipeline: Any, schema: dict[str, Any], metadata: dict[str, Any])
     }
 
 
-def save_model(bundle: dict[str, Any], path: Path | str) -> Path:
-    """Write the bundle atomically: readers see the old file or the new one, never a part."""
-    return atomic_write(path, lambda p: joblib.dump(bundle, p, compress=3))
+def save_model(
+    bundle: dict[str, Any],
+    path: Path | str,
+    before_replace: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write the bundle atomically: readers see the old file or the new one, never a part.
+
+    `before_replace(tmp)` is called with the complete new file before it replaces `path`
+    (train logs its MLflow run there, tagged with the file's sha256); if it raises, `path`
+    is left as it was.
+    """
+
+    def write(tmp: Path) -> None:
+        joblib.dump(bundle, tmp, compress=3)
+        if before_replace is not None:
+            before_replace(tmp)
+
+    return atomic_write(path, write)
 
 
 def load_model(path: Path | str) -> dict[str, Any]:

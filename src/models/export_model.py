@@ -38,10 +38,21 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from src import config
 from src.features.schema import MISSING_CATEGORY, NUMERIC, to_model_frame
 from src.models.artifact import Float32, ModelLoadError, load_model
-from src.serving.manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, sha256_bytes
+from src.serving.manifest import (
+    CHECKSUM_KEY,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    canonical_json,
+    manifest_checksum,
+    serving_contract,
+    sha256_bytes,
+)
 from src.serving.model import PROBA_DECIMALS, ServingModel
+from src.serving.onnx_graph import CONTRACT_KEY
 from src.tasks import schema_task
-from src.utils import PipelineError, git_commit, load_params, run_cli, sha256_file, write_json
+from src.utils import PipelineError, current_umask, load_params, run_cli, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,7 @@ ONNX_PROBABILITIES = "probabilities"  # classifiers (skl2onnx, zipmap off)
 ONNX_VALUES = "variable"  # regressors (skl2onnx's name for the predicted values)
 UNSEEN = "(a category never seen in training)"  # probes the unknown-category policy
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
+GRAPH_NAME = "mloperation"
 
 
 # -- estimator -> ONNX ---------------------------------------------------------------------
@@ -381,18 +393,16 @@ def build_manifest(
         "schema": bundle["schema"],
         # for people: the fitted steps the graph holds (the server reads only "onnx")
         "preprocessing": [repr(step) for _, step in bundle["pipeline"].steps[:-1]],
+        # Only facts fixed by the inputs (no time, run id or git commit): the same model
+        # exports to the same bytes. The MLflow run is the one tagged model_sha256.
         "model": {
             "model_type": meta.get("model_type"),
             "model_sha256": model_sha256,
-            "git_commit": meta.get("git_commit"),
-            "trained_at": meta.get("trained_at"),
-            "mlflow_run_id": meta.get("mlflow_run_id"),
             "training_metrics": meta.get("training_metrics", {}),
             "params": meta.get("params", {}),
             "versions": meta.get("versions", {}),
         },
         "export": {
-            "git_commit": git_commit(),
             "versions": {
                 "skl2onnx": skl2onnx.__version__,
                 "onnx": onnx.__version__,
@@ -403,6 +413,30 @@ def build_manifest(
     if task.is_classifier:
         manifest["classes"] = [str(c) for c in estimator.classes_]
     return manifest
+
+
+def seal(onnx_bytes: bytes, manifest: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The final pair: the graph with a fixed name and the manifest's serving contract in
+    its metadata (the server compares the two at start-up), and the manifest with the
+    graph's sha256 and its own checksum (manifest_sha256)."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    # skl2onnx names the graph with a random uuid and lists opsets in set order (which
+    # PYTHONHASHSEED changes): fix both, so the same model always gives the same bytes
+    model.graph.name = GRAPH_NAME
+    opsets = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in opsets:
+        model.opset_import.add(domain=domain, version=version)
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CONTRACT_KEY, canonical_json(serving_contract(manifest)).decode()
+    sealed = model.SerializeToString(deterministic=True)
+    manifest = {**manifest, "onnx": {**manifest["onnx"], "sha256": sha256_bytes(sealed)}}
+    manifest.pop(CHECKSUM_KEY, None)
+    manifest[CHECKSUM_KEY] = manifest_checksum(manifest)
+    return sealed, manifest
 
 
 def export(
@@ -419,11 +453,13 @@ def export(
     pipeline, schema = bundle["pipeline"], bundle["schema"]
     is_classifier = schema_task(schema).is_classifier
     onnx_bytes, inputs = convert_pipeline(pipeline, schema, is_classifier)
-    manifest = build_manifest(bundle, onnx_bytes, inputs, model_sha256)
+    onnx_bytes, manifest = seal(
+        onnx_bytes, build_manifest(bundle, onnx_bytes, inputs, model_sha256)
+    )
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from a non-root server user
+    staging.chmod(0o777 & ~current_umask())  # as any new directory, not mkdtemp's 0700
     try:
         (staging / ONNX_FILE).write_bytes(onnx_bytes)
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"

@@ -4,6 +4,10 @@ The tracking URI comes from MLFLOW_TRACKING_URI; by default a local store inside
 (`mlflow.db` + `mlruns/`, git-ignored; open it with `make mlflow-ui`). A configured server
 that cannot be reached fails the stage with a message that says so: runs are never
 silently dropped.
+
+The train run is tagged `model_sha256` (sha256 of models/model.joblib): the artifact holds
+no run id (that would make every run's file differ), so later stages and tools find the
+run of a model by that tag (`training_run_id`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = f"sqlite:///{config.ROOT / 'mlflow.db'}"
 DEFAULT_EXPERIMENT = "mloperation"
 HEALTH_TIMEOUT_S = 5.0
+MODEL_SHA256_TAG = "model_sha256"
 
 
 def tracking_uri() -> str:
@@ -116,3 +121,28 @@ def log_training_run(
         raise PipelineError(f"MLflow logging to {uri} failed: {type(exc).__name__}: {exc}") from exc
     log.info("MLflow run %s logged to %s", run_id, uri)
     return run_id
+
+
+def training_run_id(model_sha256: str, uri: str | None = None) -> str | None:
+    """The id of the newest finished MLflow run tagged `model_sha256`, or None.
+
+    A retrained model with the same bytes tags another run with the same value; the
+    newest one is returned.
+    """
+    import mlflow
+
+    if not all(c in "0123456789abcdef" for c in model_sha256) or len(model_sha256) != 64:
+        raise ValueError(f"not a sha256: {model_sha256!r}")
+    client = mlflow.MlflowClient(tracking_uri=uri or tracking_uri())
+    experiment = client.get_experiment_by_name(
+        os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+    )
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.{MODEL_SHA256_TAG} = '{model_sha256}' and status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None

@@ -10,6 +10,7 @@ become per-feature columns (float32 with NaN for null; strings with "" for null)
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,10 +23,13 @@ from src.serving.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     ONNX_FILE,
+    REEXPORT,
     ModelLoadError,
     read_model_dir,
+    serving_contract,
     sha256_bytes,
 )
+from src.serving.onnx_graph import CONTRACT_KEY, GraphReadError, read_graph
 
 __all__ = [
     "FORMAT",
@@ -44,6 +48,100 @@ __all__ = [
 PROBA_DECIMALS = 7
 VALUE_DIGITS = 7
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _first_difference(ours: Any, theirs: Any, where: str) -> tuple[str, Any, Any] | None:
+    """(path, ours, theirs) of the first place two JSON values differ, or None."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for key in sorted(set(ours) | set(theirs)):
+            found = _first_difference(ours.get(key), theirs.get(key), f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            found = _first_difference(a, b, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return None if ours == theirs and type(ours) is type(theirs) else (where, ours, theirs)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_graph(manifest: dict[str, Any], onnx_bytes: bytes, onnx_path: Path | str) -> None:
+    """The manifest against what the ONNX graph declares; raise ModelLoadError naming the
+    first mismatch. Reads the graph without ONNX Runtime (onnx_graph.py), so it runs in the
+    pre-fork master.
+
+    - inputs: the graph's, by name, with the manifest's dtypes;
+    - output: present, float32, with one column per class (regression: one value);
+    - classes: equal to the class labels of the graph's classifier node, in order (the order
+      of the probability columns);
+    - the whole serving contract (task, classes, schema with types and categories, inputs,
+      output) equal to the copy the export stage stored in the graph's metadata.
+    """
+    mismatch = f"ONNX model {onnx_path} does not match its manifest"
+    try:
+        graph = read_graph(onnx_bytes)
+    except GraphReadError as exc:
+        raise ModelLoadError(f"ONNX model {onnx_path}: {exc}") from None
+    onnx = manifest["onnx"]
+    declared = {t.name: t for t in graph.inputs}
+    wanted = {i["name"]: i["dtype"] for i in onnx["inputs"]}
+    if sorted(declared) != sorted(wanted):
+        raise ModelLoadError(
+            f"{mismatch}: the graph's inputs are {_short(sorted(declared))}, the manifest's "
+            f"onnx.inputs {_short(sorted(wanted))}; {REEXPORT}"
+        )
+    for name, dtype in wanted.items():
+        if declared[name].dtype != dtype:
+            raise ModelLoadError(
+                f"{mismatch}: input {name!r} is {declared[name].dtype} in the graph, {dtype} in "
+                f"the manifest; {REEXPORT}"
+            )
+    outputs = {t.name: t for t in graph.outputs}
+    output = outputs.get(onnx["output"])
+    if output is None:
+        raise ModelLoadError(
+            f"{mismatch}: the graph has no output {onnx['output']!r} (it has "
+            f"{_short(sorted(outputs))}); {REEXPORT}"
+        )
+    classes = manifest.get("classes") or []
+    columns = len(classes) if manifest["task"] != "regression" else 1
+    if output.dtype != "float32" or (output.shape[-1:] not in ((columns,), (None,))):
+        raise ModelLoadError(
+            f"{mismatch}: output {output.name!r} is {output.dtype} of shape "
+            f"{list(output.shape)}, the manifest expects float32 with {columns} column(s); "
+            f"{REEXPORT}"
+        )
+    for labels in graph.class_labels:
+        if list(labels) != classes:
+            raise ModelLoadError(
+                f"{mismatch}: the graph's classifier has classes {_short(list(labels))}, the "
+                f"manifest {_short(classes)} (probability columns would get the wrong "
+                f"labels); {REEXPORT}"
+            )
+    stored = graph.metadata.get(CONTRACT_KEY)
+    if stored is None:
+        raise ModelLoadError(
+            f"ONNX model {onnx_path} carries no MLOperation serving contract (metadata "
+            f"{CONTRACT_KEY!r}): it was not written by the export stage; {REEXPORT}"
+        )
+    try:
+        contract = json.loads(stored)
+    except ValueError:
+        raise ModelLoadError(f"ONNX model {onnx_path}: its {CONTRACT_KEY} is not JSON") from None
+    found = _first_difference(serving_contract(manifest), contract, "")
+    if found:
+        where, ours, theirs = found
+        raise ModelLoadError(
+            f"{mismatch}: {where.lstrip('.')} is {_short(ours)} in the manifest, "
+            f"{_short(theirs)} in the graph; {REEXPORT}"
+        )
 
 
 def make_session(onnx_bytes: bytes) -> Any:
@@ -91,11 +189,12 @@ class ServingModel:
         """Load and check `model_dir`; raise ModelLoadError naming the file and the problem.
 
         With `open_session=False` only the files are checked (manifest, sha256 of the ONNX
-        file): a pre-fork server must not start ONNX Runtime before forking (its threads do
-        not survive fork, and forked children then hang or abort at exit), so each worker
-        calls open_session() after the fork.
+        file, the manifest against the graph): a pre-fork server must not start ONNX
+        Runtime before forking (its threads do not survive fork, and forked children then
+        hang or abort at exit), so each worker calls open_session() after the fork.
         """
         model_dir, manifest, onnx_bytes = read_model_dir(model_dir)
+        check_graph(manifest, onnx_bytes, model_dir / manifest["onnx"]["file"])
         try:
             model = cls(manifest, onnx_bytes, source=model_dir)
         except ModelLoadError:

@@ -78,8 +78,13 @@ def test_train_logs_run_params_metrics_model_and_artifacts(mlflow_server, repo):
         repo,
         env=venv_env(repo, MLFLOW_TRACKING_URI=mlflow_server),
     )
+    from src.models.tracking import training_run_id
+    from src.utils import sha256_file
+
     bundle = load_model(repo / "models" / "model.joblib")
-    run_id = bundle["metadata"]["mlflow_run_id"]
+    assert "mlflow_run_id" not in bundle["metadata"]  # the artifact stays byte-reproducible
+    run_id = training_run_id(sha256_file(repo / "models" / "model.joblib"), mlflow_server)
+    assert run_id
 
     client = MlflowClient(tracking_uri=mlflow_server)
     logged = client.get_run(run_id)

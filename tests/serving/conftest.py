@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ import pytest
 from flask_app import create_app
 from src.config import ROOT
 from src.models.export_model import export, frame_records
+from src.serving.manifest import CHECKSUM_KEY, manifest_checksum, sha256_bytes
 from src.tasks import schema_task
 from tests.conftest import train_bundle
 from tests.repo_tools import free_port
@@ -99,6 +100,39 @@ def regression_serving_dir(regression_serving_bundle, fixture_cases, tmp_path_fa
     frames = {"train": case.train, "test": case.test}
     export(regression_serving_bundle, out, frames, tolerance, "2" * 64)
     return out
+
+
+def rewrite_export(
+    source: Path,
+    dest: Path,
+    edit: Callable[[dict], None] | None = None,
+    onnx_bytes: bytes | None = None,
+    checksums: bool = True,
+) -> Path:
+    """A copy of the export `source` in `dest`, its manifest changed by `edit(manifest)`
+    and/or its graph replaced by `onnx_bytes`; with `checksums`, the ONNX sha256 and the
+    manifest's own checksum are recomputed, as a careful hand-editor would."""
+    dest.mkdir(parents=True)
+    manifest = json.loads((source / "model.json").read_text())
+    graph = (source / "model.onnx").read_bytes() if onnx_bytes is None else onnx_bytes
+    if edit is not None:
+        edit(manifest)
+    if checksums:
+        manifest["onnx"]["sha256"] = sha256_bytes(graph)
+        manifest[CHECKSUM_KEY] = manifest_checksum(manifest)
+    (dest / "model.onnx").write_bytes(graph)
+    (dest / "model.json").write_text(json.dumps(manifest, indent=2))
+    return dest
+
+
+def unrunnable_graph(model_dir: Path) -> bytes:
+    """The export's graph with one node's operator renamed to one ONNX Runtime lacks:
+    inputs, outputs and metadata as before, so only starting a session can tell."""
+    import onnx
+
+    model = onnx.load(model_dir / "model.onnx")
+    model.graph.node[0].op_type = "NoSuchOperator"
+    return model.SerializeToString()
 
 
 @pytest.fixture

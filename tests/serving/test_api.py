@@ -225,7 +225,8 @@ def test_metadata_identifies_the_model(endpoint):
     bundle = endpoint.bundle
     assert meta["model_sha256"] == endpoint.model_sha256  # the joblib hash the export recorded
     assert len(meta["onnx_sha256"]) == 64
-    assert "git_commit" in meta
+    assert "git_commit" in meta  # the image's revision (GIT_COMMIT), else null
+    assert "trained_at" not in meta and "mlflow_run_id" not in meta  # not in the export
     assert meta["training_metrics"] == bundle["metadata"]["training_metrics"]
     assert meta["task"] == bundle["schema"]["task"]
     if endpoint.is_classifier:

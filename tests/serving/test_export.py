@@ -34,7 +34,12 @@ from src.serving.model import PROBA_DECIMALS, ModelLoadError, ServingModel
 from src.tasks import schema_task
 from src.utils import PipelineError
 from tests.conftest import train_bundle
-from tests.serving.conftest import PARITY_TOLERANCE, parity_tolerance
+from tests.serving.conftest import (
+    PARITY_TOLERANCE,
+    parity_tolerance,
+    rewrite_export,
+    unrunnable_graph,
+)
 
 CLASSIFICATION_FIGURES = {"label_mismatches", "max_abs_proba_diff"}
 REGRESSION_FIGURES = {"max_abs_diff", "max_rel_diff"}
@@ -131,6 +136,20 @@ def test_export_writes_manifest_and_onnx(bundle, split, params, tmp_path):
     ]
     assert "preprocessing" not in manifest or isinstance(manifest["preprocessing"], list)
     assert [p.name for p in tmp_path.iterdir()] == ["serving"]  # no staging dirs left
+
+
+def test_export_follows_the_umask(multiclass_case, tmp_path):
+    """The export directory and files get the modes any new ones would, not mkdtemp's 0700."""
+    import os
+
+    previous = os.umask(0o027)
+    try:
+        export(multiclass_case.bundle, tmp_path / "serving", {"test": multiclass_case.test}, 1e-5)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "serving").stat().st_mode) == 0o750
+    for name in ("model.json", "model.onnx"):
+        assert stat.S_IMODE((tmp_path / "serving" / name).stat().st_mode) == 0o640, name
 
 
 def test_export_fails_and_keeps_the_previous_model_when_parity_breaks(
@@ -347,12 +366,7 @@ def test_foreign_files(serving_dir, tmp_path):
 
 
 def test_onnx_that_onnxruntime_cannot_run(serving_dir, tmp_path):
-    out = copy_export(serving_dir, tmp_path)
-    garbage = b"\x08\x07this is not an onnx graph"
-    manifest = json.loads((out / "model.json").read_text())
-    manifest["onnx"]["sha256"] = export_model.sha256_bytes(garbage)
-    (out / "model.onnx").write_bytes(garbage)
-    (out / "model.json").write_text(json.dumps(manifest))
+    out = rewrite_export(serving_dir, tmp_path / "copy", onnx_bytes=unrunnable_graph(serving_dir))
     model = ServingModel.load(out, open_session=False)  # files are consistent...
     with pytest.raises(ModelLoadError, match=r"ONNX Runtime cannot load .*model.onnx"):
         model.open_session()  # ...but the graph is not

@@ -25,6 +25,9 @@ def test_dvc_repro_exports_the_trained_model_with_parity(pipeline_repo):
     # the export belongs to the model.joblib next to it, and says which one
     joblib_sha = sha256_file(pipeline_repo / "models" / "model.joblib")
     assert model.manifest["model"]["model_sha256"] == joblib_sha
-    assert model.manifest["model"]["mlflow_run_id"]
+    # ...and the MLflow run of that model is found by its tag (no run id in the artifact)
+    from src.models.tracking import training_run_id
+
+    assert training_run_id(joblib_sha, f"sqlite:///{pipeline_repo / 'mlflow.db'}")
     answers, _ = model.predict([model.example_record()])
     assert answers[0] in model.classes if model.is_classifier else isinstance(answers[0], float)

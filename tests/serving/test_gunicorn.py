@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from src.features.schema import to_model_frame
 from src.serving.model import ServingModel
 from src.tasks import schema_task
-from tests.serving.conftest import call, parity_tolerance
+from tests.serving.conftest import call, parity_tolerance, rewrite_export, unrunnable_graph
 
 pytestmark = pytest.mark.slow
 
@@ -241,12 +241,9 @@ def test_start_up_faults_stop_the_server(fault, message, start_server, serving_d
 
 
 def test_model_onnxruntime_cannot_run_stops_the_server(start_server, serving_dir, tmp_path):
-    model_dir = _copy(serving_dir, tmp_path / "m")
-    garbage = b"\x08\x07not an onnx graph"
-    manifest = json.loads((model_dir / "model.json").read_text())
-    manifest["onnx"]["sha256"] = __import__("hashlib").sha256(garbage).hexdigest()
-    (model_dir / "model.onnx").write_bytes(garbage)
-    (model_dir / "model.json").write_text(json.dumps(manifest))
+    model_dir = rewrite_export(
+        serving_dir, tmp_path / "m", onnx_bytes=unrunnable_graph(serving_dir)
+    )
     server = start_server(model_dir)
     code = server.proc.wait(timeout=30)
     log = server.log()

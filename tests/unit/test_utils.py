@@ -1,8 +1,10 @@
 import json
+import os
+import stat
 
 import pytest
 
-from src.utils import PipelineError, atomic_write, load_params, write_json
+from src.utils import PipelineError, atomic_write, current_umask, load_params, write_json
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
@@ -42,3 +44,18 @@ def test_load_params_rejects_non_mapping(tmp_path):
     (tmp_path / "p.yaml").write_text("- a\n- b\n")
     with pytest.raises(PipelineError, match="mapping"):
         load_params(tmp_path / "p.yaml")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_write_gives_the_mode_of_any_new_file(umask, tmp_path):
+    """Not mkstemp's private 0600: a server user or a teammate must be able to read outputs
+    as the umask allows, the same as a file written directly."""
+    previous = os.umask(umask)
+    try:
+        write_json(tmp_path / "out.json", {"a": 1})
+        (tmp_path / "direct.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "out.json").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "direct.txt").stat().st_mode)
+    assert current_umask() == previous
