@@ -1,12 +1,14 @@
 """Stage `evaluate`: score the model on the held-out test set; write metrics and plots.
 
-    python -m src.models.evaluate_model [--params params.yaml]
+    python -m src.models.evaluate_model [--params params.yaml] [--no-mlflow]
 
 Writes `metrics/scores.json` (the task's metrics, src/tasks/), plot data under `plots/`
 (declared in dvc.yaml for `dvc plots show/diff`: confusion matrix and per-class curves for
 classification, predicted vs actual for regression, feature importance for both) and PNG
 renderings under `plots/images/` (for the PR comment).
-All outputs are deterministic for the same inputs.
+All outputs are deterministic for the same inputs. The test metrics and a per-class
+(classification) or residual (regression) summary are also logged to MLflow, on the
+training run of this model (src/models/tracking.py).
 """
 
 from __future__ import annotations
@@ -80,9 +82,15 @@ def write_plot_data(plots_dir: Path, frames: dict[str, pd.DataFrame]) -> None:
 
 
 def evaluate(
-    bundle: dict[str, Any], test: pd.DataFrame, params: dict[str, Any], plots_dir: Path
+    bundle: dict[str, Any],
+    test: pd.DataFrame,
+    params: dict[str, Any],
+    plots_dir: Path,
+    summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score the model on `test`, write plot data and images; return the metrics.
+
+    `summary`, when given, is filled with the task's per-class or residual summary.
 
     Rows with a category unseen in training are scored as the server scores them
     (`features.unknown_categories: ignore`: encoded as no known category) or left out and
@@ -107,6 +115,8 @@ def evaluate(
     y_true = task.encode_target(test[target]).to_numpy()
     outputs = task.outputs(bundle["pipeline"], X)
     scores: dict[str, Any] = task.test_metrics(y_true, outputs)
+    if summary is not None:
+        summary.update(task.test_summary(y_true, outputs))
     scores.update(bundle["metadata"].get("training_metrics", {}))
     scores["n_test"] = len(test)
     scores["n_unknown_category_rows"] = int(unknown.sum())
@@ -135,15 +145,25 @@ def evaluate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=config.PARAMS_FILE)
+    parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow tracking")
     args = parser.parse_args()
     params = load_params(args.params)
     try:
         bundle = load_model(config.MODEL_FILE)
     except ModelLoadError as exc:
         raise PipelineError(str(exc)) from exc
+    run_id = None
+    if not args.no_mlflow:  # find the training run before the work, not after
+        from src.models.tracking import log_evaluation, training_run_id
+
+        run_id = training_run_id(config.MODEL_FILE)
     test = pd.read_csv(config.TEST_DATA)
-    scores = evaluate(bundle, test, params, config.PLOTS_DIR)
+    summary: dict[str, Any] = {}
+    scores = evaluate(bundle, test, params, config.PLOTS_DIR, summary)
     write_json(config.SCORES_FILE, scores)
+    if run_id is not None:
+        trained = bundle["metadata"].get("training_metrics", {})
+        log_evaluation(run_id, {k: v for k, v in scores.items() if k not in trained}, summary)
     log.info("test metrics: %s", {k: v for k, v in scores.items() if not k.startswith("cv_")})
 
 

@@ -28,6 +28,7 @@ from src import config
 from src.features.schema import to_model_frame
 from src.models.artifact import make_bundle, model_pipeline, save_model, to_float32
 from src.models.factory import make_estimator
+from src.models.tracking import tag_model
 from src.tasks import schema_task
 from src.utils import PipelineError, git_commit, load_params, run_cli, sha256_file
 
@@ -142,6 +143,7 @@ def main() -> None:
             artifacts=[config.PARAMS_FILE, config.ROOT / "dvc.lock"],
         )
     save_model(make_bundle(pipeline, features["schema"], metadata), config.MODEL_FILE)
+    tag_model(metadata.get("mlflow_run_id"), config.MODEL_FILE)  # evaluate finds the run by it
     log.info("wrote %s", config.MODEL_FILE)
 
 
