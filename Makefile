@@ -25,14 +25,27 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
 	  /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(RUN_STAMP): requirements.txt requirements-serve.txt setup.py
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements.txt -e .
-	touch $@
+# Installs go through uv, pinned in requirements-uv.txt and bootstrapped into the venv by pip;
+# uv then keeps itself at that pin. No pip fallback: if uv cannot be installed, setup fails.
+# Each stamp holds the sha256 of the files it installed: when they are newer than the stamp
+# but unchanged (a fresh checkout, a venv restored from CI's cache), nothing is installed.
+UV_PIP := $(BIN)/uv pip install --quiet --python $(BIN)/python
+RUN_INPUTS := requirements-uv.txt requirements.txt requirements-serve.txt setup.py
+DEV_INPUTS := $(RUN_INPUTS) requirements-dev.txt
+current = [ "$$(cat $(1) 2>/dev/null)" = "$$(cat $(2) | sha256sum)" ] && touch $(1) \
+	&& echo "$(VENV): $(2) unchanged since installed"
+
+$(RUN_STAMP): $(RUN_INPUTS)
+	@$(call current,$@,$(RUN_INPUTS)) || { set -x; \
+	  test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	  test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet -r requirements-uv.txt; \
+	  $(UV_PIP) -r requirements-uv.txt -r requirements.txt -e .; \
+	  cat $(RUN_INPUTS) | sha256sum > $@; }
 
 $(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-	touch $@
+	@$(call current,$@,$(DEV_INPUTS)) || { set -x; \
+	  $(UV_PIP) -r requirements-dev.txt; \
+	  cat $(DEV_INPUTS) | sha256sum > $@; }
 
 setup: $(RUN_STAMP) ## Create .venv with the pipeline's pinned dependencies
 setup-dev: $(DEV_STAMP) ## Create .venv with pipeline + test/lint tools

@@ -11,7 +11,15 @@ data and run-cache to a local-folder DVC remote; it also makes two PR branches:
     (`dvc pull --run-cache` fetches run-cache entries, not their outputs; `dvc repro --pull`
     would, but fails outright without credentials, as on forks).
 Checks: each unchanged run < 60 s in total, and the reports (tables and images) of two runs
-of the same commit byte-identical (unchanged, pr_committed). Exits 1 if a check fails.
+of the same commit byte-identical (unchanged, pr_committed).
+
+Then the whole job under act (tests/act_job.py), install included, on a PR that changes
+nothing in the pipeline, its DVC remote an S3 API on loopback (moto) filled from `main`:
+  * cold: no venv and an empty uv cache: `make setup` installs everything from PyPI;
+  * warm: the venv of the cold run, saved and restored as actions/cache does (a zstd tar,
+    extracted at the same path; the download from GitHub's cache is not emulated), so
+    `make setup` installs nothing. Target: warm job + restore < 90 s.
+Exits 1 if a check fails.
 """
 
 from __future__ import annotations
@@ -19,15 +27,20 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from src.config import REPORTS_DIR, ROOT
 from src.utils import write_json
-from tests.repo_tools import copy_repo, run, stages_run, venv_env
+from tests.act_job import REPOSITORY, base_env, run_job, step_times
+from tests.repo_tools import S3_KEYS, copy_repo, moto_s3, run, stages_run, venv_env
 
 TARGET_S = 60.0
+ACT_WARM_TARGET_S = 90.0
+BUCKET = "mloperation-dvc"  # the bucket of .dvc/config's default remote `storage`
 STEPS = {
     "pull": ["python", "-m", "src.ci", "pull"],
     "repro": ["dvc", "repro"],
@@ -97,9 +110,84 @@ def identical(first: Path, second: Path) -> tuple[bool, list[str]]:
     return names == others and not differ, differ or sorted(set(names) ^ set(others))
 
 
+def act_checkout(workdir: Path, seed_repo: Path, s3_endpoint: str) -> Path:
+    """A PR that changes no pipeline input (README only), `main`'s results in the S3 remote."""
+    work = workdir / "act-work"
+    shutil.copytree(seed_repo, work, symlinks=True)
+    (work / ".dvc" / "config.local").unlink(missing_ok=True)  # the S3 remote of .dvc/config
+    env = base_env(AWS_ENDPOINT_URL=s3_endpoint, **S3_KEYS)
+    run(["dvc", "push", "--run-cache"], work, env=env)
+    run(["git", "checkout", "-q", "-b", "docs-only", "main"], work, env=env)
+    with (work / "README.md").open("a") as fh:
+        fh.write("\nA PR that changes only the docs.\n")
+    run(["git", "commit", "-q", "-am", "PR: docs only"], work, env=env)
+    bare, checkout = workdir / "origin.git", workdir / "act-checkout"
+    run(["git", "clone", "-q", "--bare", str(work), str(bare)], workdir, env=env)
+    run(["git", "clone", "-q", "-b", "docs-only", str(bare), str(checkout)], workdir, env=env)
+    url = f"https://github.com/{REPOSITORY}.git"
+    run(["git", "remote", "set-url", "origin", url], checkout, env=env)
+    return checkout
+
+
+def act_figures(proc: subprocess.CompletedProcess, wall: float) -> dict:
+    log = proc.stdout + proc.stderr
+    steps = step_times(log)
+    return {
+        "succeeded": proc.returncode == 0 and "Job succeeded" in log,
+        "act_wall_s": round(wall, 1),
+        "steps_s": {name: round(t, 1) for name, t in steps.items()},
+        "install_s": round(next((t for n, t in steps.items() if n.startswith("Install")), -1), 1),
+        "installed_nothing": "unchanged since installed" in log and "uv pip install" not in log,
+        "stages_run": stages_run(proc.stdout),
+    }
+
+
+def act_bench(workdir: Path, seed_repo: Path) -> dict:
+    """The job under act, cold then warm (see the module docstring)."""
+    venv, uv_cache = workdir / "act-venv", workdir / "uv-cache"
+    with moto_s3(BUCKET) as (endpoint, _):
+        checkout = act_checkout(workdir, seed_repo, endpoint)
+        env = {"VENV": str(venv), "UV_CACHE_DIR": str(uv_cache)}
+        proc, _, wall = run_job(checkout, workdir / "act-cold", endpoint, S3_KEYS, **env)
+        cold = act_figures(proc, wall)
+        if not cold["succeeded"]:
+            raise SystemExit(f"cold act run failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+        archive = workdir / "venv.tar.zst"  # actions/cache's format: tar + zstd
+        start = time.perf_counter()
+        subprocess.run(
+            ["tar", "-I", "zstd -T0", "-cf", str(archive), "-C", str(workdir), venv.name],
+            check=True,
+        )
+        save_s = time.perf_counter() - start
+        shutil.rmtree(venv)
+        shutil.rmtree(uv_cache)  # a GitHub runner starts without one
+        start = time.perf_counter()
+        subprocess.run(["tar", "-I", "zstd", "-xf", str(archive), "-C", str(workdir)], check=True)
+        restore_s = time.perf_counter() - start
+        proc, _, wall = run_job(checkout, workdir / "act-warm", endpoint, S3_KEYS, **env)
+        warm = act_figures(proc, wall)
+    warm["restore_s"] = round(restore_s, 1)
+    warm["total_s"] = round(warm["act_wall_s"] + restore_s, 1)
+    return {
+        "cold": cold,
+        "warm": warm,
+        "cache": {
+            "archive_mb": round(archive.stat().st_size / 1e6, 1) if archive.exists() else None,
+            "save_s": round(save_s, 1),
+            "restore_s": round(restore_s, 1),
+        },
+        "emulated": (
+            "actions/cache: the venv of the cold run saved as a zstd tar and extracted at the "
+            "same path before the warm run (no download); the other remote actions are stubs, "
+            "`cml` a recorder (tests/act_job.py)"
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPORTS_DIR / "bench" / "ci.json")
+    parser.add_argument("--skip-act", action="store_true", help="only the steps, not act")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-ci-") as tmp:
         workdir, remote = Path(tmp), Path(tmp) / "remote"
@@ -114,6 +202,7 @@ def main() -> None:
         }
         first = reports["unchanged_1"]
         files = sorted(p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file())
+        act = None if args.skip_act else act_bench(workdir, workdir / "seed")
     same = all(ok for ok, _ in pairs.values())
     worst = max(runs["unchanged_1"]["total_s"], runs["unchanged_2"]["total_s"])
     result = {
@@ -131,6 +220,12 @@ def main() -> None:
             "report_identical": same,
         },
     }
+    if act is not None:
+        result["act"] = act
+        result["targets"]["act_warm_total_lt_90s"] = act["warm"]["total_s"] < ACT_WARM_TARGET_S
+        result["targets"]["act_warm_installed_nothing"] = act["warm"]["installed_nothing"]
+        result["targets"]["act_warm_nothing_rerun"] = act["warm"]["stages_run"] == []
+        result["targets"]["act_warm_succeeded"] = act["warm"]["succeeded"]
     write_json(args.out, result)
 
     print(f"seed: cold repro {seeded['cold_repro_s']:.1f} s, push {seeded['push_s']:.1f} s")
@@ -142,6 +237,16 @@ def main() -> None:
         )
     for pair, (ok, _) in pairs.items():
         print(f"report identical between the two {pair} runs: {ok} ({len(files)} files)")
+    if act is not None:
+        for name in ("cold", "warm"):
+            r = act[name]
+            print(
+                f"act {name}: job {r['act_wall_s']:.1f} s (install {r['install_s']:.1f} s), "
+                f"stages run {r['stages_run'] or '-'}"
+            )
+        c = act["cache"]
+        print(f"venv cache: {c['archive_mb']} MB, save {c['save_s']} s, restore {c['restore_s']} s")
+        print(f"act warm total (restore + job): {act['warm']['total_s']:.1f} s")
     print(f"written to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
     failed = [k for k, ok in result["targets"].items() if not ok]
     if failed:

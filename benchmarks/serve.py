@@ -251,9 +251,9 @@ def main() -> None:
     manifest = json.loads((SERVING_DIR / "model.json").read_text())
     if manifest["model"]["model_sha256"] != sha256_file(MODEL_FILE):
         raise SystemExit("models/serving is not the export of models/model.joblib: dvc repro")
-    from src.models.tracking import training_run_id
+    from src.models.tracking import run_id_for_sha
 
-    run_id = training_run_id(sha256_file(MODEL_FILE))
+    run_id = run_id_for_sha(sha256_file(MODEL_FILE))
     if not run_id:
         raise SystemExit("no MLflow run is tagged with models/model.joblib's sha256: make repro")
     model_dir = mlflow_model_dir(run_id)

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from src.ci import PULL_STATUS, REPORT, dvc_executable
-from src.config import ROOT
+from src.config import MODEL_FILE, ROOT
 from src.gate import GateResult, comparison_for, judge
+from src.models.tracking import run_link as mlflow_run_link
 from src.noise import BETTER, LEVEL, NOISE, WORSE, Interval, marker
 from src.revision import (
     METRICS_PATH,
@@ -405,6 +406,9 @@ def build_report(
     link = run_link(env)
     if link:
         lines += ["", f"[Workflow run]({link})"]
+    mlflow_link = mlflow_run_link(env, root / MODEL_FILE.relative_to(ROOT))  # http(s) URI only
+    if mlflow_link:
+        lines += ["", mlflow_link]
     text = "\n".join(lines) + "\n"
     atomic_write(out, lambda p: p.write_text(text, encoding="utf-8"))
     return text, gate

@@ -1,6 +1,6 @@
 """Stage `evaluate`: score the model on the held-out test set; write metrics and plots.
 
-    python -m src.models.evaluate_model [--params params.yaml]
+    python -m src.models.evaluate_model [--params params.yaml] [--no-mlflow]
 
 Writes `metrics/scores.json` (the task's metrics, src/tasks/), plot data under `plots/`
 (declared in dvc.yaml for `dvc plots show/diff`: confusion matrix and per-class curves for
@@ -9,7 +9,9 @@ renderings under `plots/images/` (for the PR comment), and, for the PR comment's
 comparison with the base branch (src/noise.py), the test set's per-row predictions
 (`metrics/test_predictions.csv`: at most `evaluate.predictions_max_rows` rows, a seeded
 sample beyond that) and the per-fold CV scores (`metrics/cv_folds.json`).
-All outputs are deterministic for the same inputs.
+All outputs are deterministic for the same inputs. The test metrics and a per-class
+(classification) or residual (regression) summary are also logged to MLflow, on the
+training run of this model (src/models/tracking.py).
 """
 
 from __future__ import annotations
@@ -104,11 +106,13 @@ def evaluate(
     params: dict[str, Any],
     plots_dir: Path,
     predictions_file: Path | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score the model on `test`, write plot data and images; return the metrics.
 
     With `predictions_file`, also write the scored rows' predictions there (row = position
-    in `test`, the same rows for any model scored on the same test set).
+    in `test`, the same rows for any model scored on the same test set). `summary`, when
+    given, is filled with the task's per-class or residual summary.
 
     Rows with a category unseen in training are scored as the server scores them
     (`features.unknown_categories: ignore`: encoded as no known category) or left out and
@@ -136,6 +140,8 @@ def evaluate(
     y_true = task.encode_target(test[target]).to_numpy()
     outputs = task.outputs(bundle["pipeline"], X)
     scores: dict[str, Any] = task.test_metrics(y_true, outputs)
+    if summary is not None:
+        summary.update(task.test_summary(y_true, outputs))
     scores.update(bundle["metadata"].get("training_metrics", {}))
     scores["n_test"] = len(test)
     scores["n_unknown_category_rows"] = int(unknown.sum())
@@ -168,15 +174,27 @@ def evaluate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=config.PARAMS_FILE)
+    parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow tracking")
     args = parser.parse_args()
     params = load_params(args.params)
     try:
         bundle = load_model(config.MODEL_FILE)
     except ModelLoadError as exc:
         raise PipelineError(str(exc)) from exc
+    run_id = None
+    if not args.no_mlflow:  # find the training run before the work, not after
+        from src.models.tracking import log_evaluation, training_run_id
+
+        run_id = training_run_id(config.MODEL_FILE)
     test = pd.read_csv(config.TEST_DATA)
+    summary: dict[str, Any] = {}
     scores = evaluate(
-        bundle, test, params, config.PLOTS_DIR, predictions_file=config.ROOT / PREDICTIONS_PATH
+        bundle,
+        test,
+        params,
+        config.PLOTS_DIR,
+        predictions_file=config.ROOT / PREDICTIONS_PATH,
+        summary=summary,
     )
     write_json(config.SCORES_FILE, scores)
     folds = bundle["metadata"].get("cv_folds")
@@ -185,6 +203,9 @@ def main() -> None:
             f"{config.MODEL_FILE} holds no per-fold CV scores: rerun `dvc repro train`"
         )
     write_json(config.ROOT / CV_FOLDS_PATH, folds)
+    if run_id is not None:
+        trained = bundle["metadata"].get("training_metrics", {})
+        log_evaluation(run_id, {k: v for k, v in scores.items() if k not in trained}, summary)
     log.info("test metrics: %s", {k: v for k, v in scores.items() if not k.startswith("cv_")})
 
 

@@ -1,4 +1,5 @@
-"""MLflow tracking for the train stage.
+"""MLflow tracking: train logs its run (tagged with the model file's sha256); evaluate logs
+the test metrics on that same run; the PR report links it.
 
 The tracking URI comes from MLFLOW_TRACKING_URI; by default a local store inside the repo
 (`mlflow.db` + `mlruns/`, git-ignored; open it with `make mlflow-ui`). A configured server
@@ -14,13 +15,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from src import config
-from src.utils import PipelineError
+from src.utils import PipelineError, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +97,7 @@ def log_training_run(
     flat["data.target"] = params["data"]["target"]
     try:
         mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT))
+        mlflow.set_experiment(experiment_name())
         with mlflow.start_run(run_name=tags.get("model_type")) as run:
             mlflow.set_tags(tags)
             mlflow.log_params(flat)
@@ -123,26 +128,138 @@ def log_training_run(
     return run_id
 
 
-def training_run_id(model_sha256: str, uri: str | None = None) -> str | None:
-    """The id of the newest finished MLflow run tagged `model_sha256`, or None.
+# --- the training run, found again by its model ------------------------------------------
+
+MODEL_TAG = MODEL_SHA256_TAG  # sha256 of models/model.joblib: how later stages find the run
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+
+
+def find_run_by_sha(uri: str, model_sha256: str) -> Any | None:
+    """The newest finished run of the experiment tagged `model_sha256`, or None.
 
     A retrained model with the same bytes tags another run with the same value; the
     newest one is returned.
     """
-    import mlflow
+    from mlflow.tracking import MlflowClient
 
-    if not all(c in "0123456789abcdef" for c in model_sha256) or len(model_sha256) != 64:
-        raise ValueError(f"not a sha256: {model_sha256!r}")
-    client = mlflow.MlflowClient(tracking_uri=uri or tracking_uri())
-    experiment = client.get_experiment_by_name(
-        os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
-    )
+    if len(model_sha256) != 64 or not all(c in "0123456789abcdef" for c in model_sha256):
+        raise ValueError(f"not a sha256: {model_sha256!r}")  # hex only: safe to quote below
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name())
     if experiment is None:
         return None
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.{MODEL_SHA256_TAG} = '{model_sha256}' and status = 'FINISHED'",
+        filter_string=f"tags.{MODEL_TAG} = '{model_sha256}' and status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    return runs[0].info.run_id if runs else None
+    return runs[0] if runs else None
+
+
+def find_training_run(uri: str, model_file: Path) -> Any | None:
+    """The newest finished run that trained `model_file` (by its sha256 tag), or None."""
+    return find_run_by_sha(uri, sha256_file(model_file))
+
+
+def run_id_for_sha(model_sha256: str, uri: str | None = None) -> str | None:
+    """The id of the newest finished run tagged `model_sha256` at `uri` (default: ours)."""
+    run = find_run_by_sha(uri or tracking_uri(), model_sha256)
+    return run.info.run_id if run else None
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Nested summary -> MLflow metric names (`per_class.<class>.f1`, `residual.p95`).
+
+    MLflow keys allow letters, digits and `_-. /:`; anything else in a class name becomes
+    `_`, and a name that collides after that gets a `_2`, `_3`... suffix.
+    """
+    flat: dict[str, Any] = {}
+    _flatten("", summary, flat)
+    out: dict[str, float] = {}
+    for key, value in flat.items():
+        name = re.sub(r"[^A-Za-z0-9_\-. /:]", "_", key)[:240]
+        base, n = name, 1
+        while name in out:
+            n += 1
+            name = f"{base}_{n}"
+        out[name] = float(value)
+    return out
+
+
+def training_run_id(model_file: Path) -> str | None:
+    """The id of the run that trained `model_file`: the most recent tagged with its sha256.
+
+    With MLFLOW_TRACKING_URI set, a missing run is an error; with the local default store it
+    is a warning and None (the model was trained elsewhere, e.g. pulled with DVC, or with
+    --no-mlflow).
+    """
+    uri = tracking_uri()
+    check_tracking_server(uri)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        run = find_training_run(uri, model_file)
+    except Exception as exc:
+        raise PipelineError(f"MLflow search at {uri} failed: {type(exc).__name__}: {exc}") from exc
+    if run is not None:
+        return run.info.run_id
+    problem = (
+        f"no MLflow run tagged {MODEL_TAG}={sha256_file(model_file)[:12]}… in experiment "
+        f"{experiment_name()!r} at {uri}"
+    )
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        raise PipelineError(
+            f"{problem}: train logs it there; rerun it with this MLFLOW_TRACKING_URI "
+            "(dvc repro -f train) or unset MLFLOW_TRACKING_URI"
+        )
+    log.warning("%s (trained elsewhere?): test metrics not logged to MLflow", problem)
+    return None
+
+
+def log_evaluation(run_id: str, metrics: dict[str, float], summary: dict[str, Any]) -> None:
+    """Log the test metrics and the summary (metrics + evaluation/test_summary.json) on the
+    training run `run_id`."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    now = int(time.time() * 1000)
+    values = {**metrics, **summary_metrics(summary)}
+    try:
+        client = MlflowClient(uri)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+        client.log_dict(run_id, summary, "evaluation/test_summary.json")
+    except Exception as exc:
+        raise PipelineError(f"MLflow logging to {uri} failed: {type(exc).__name__}: {exc}") from exc
+    log.info("test metrics logged to MLflow run %s at %s", run_id, uri)
+
+
+def run_link(env: Mapping[str, str], model_file: Path) -> str | None:
+    """Markdown line linking the model's run in the MLflow UI, when a server is configured.
+
+    None unless MLFLOW_TRACKING_URI is http(s); a note instead of a link when the server
+    has no run for this model.
+    """
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")) or not model_file.is_file():
+        return None
+    try:
+        run = find_training_run(uri, model_file)
+    except Exception as exc:
+        raise PipelineError(f"MLflow server {uri} could not be searched: {exc}") from exc
+    if run is None:
+        return f"MLflow: no run on the tracking server for this model ({MODEL_TAG} not found)."
+    run_id, experiment = run.info.run_id, run.info.experiment_id
+    if not (_RUN_ID.fullmatch(run_id) and experiment.isdigit()):
+        raise PipelineError(f"MLflow server {uri} answered an unexpected run id {run_id!r}")
+    parts = urllib.parse.urlsplit(uri)  # never the credentials of user:password@host
+    base = urllib.parse.quote(f"{parts.scheme}://{parts.hostname}", safe=":/")
+    if parts.port:
+        base += f":{parts.port}"
+    base += urllib.parse.quote(parts.path.rstrip("/"), safe="/")
+    return f"[MLflow run]({base}/#/experiments/{experiment}/runs/{run_id})"

@@ -26,6 +26,7 @@ from sklearn.metrics import (
     f1_score,
     log_loss,
     precision_recall_curve,
+    precision_recall_fscore_support,
     roc_auc_score,
     roc_curve,
 )
@@ -155,4 +156,22 @@ class ClassificationTask:
             "confusion_matrix": confusion,
             "roc": pd.concat(roc_rows, ignore_index=True).round(DECIMALS),
             "precision_recall": pd.concat(pr_rows, ignore_index=True).round(DECIMALS),
+        }
+
+    def test_summary(self, y_true: np.ndarray, outputs: pd.DataFrame) -> dict[str, Any]:
+        """Per-class precision, recall, F1 and support on the test set (logged to MLflow)."""
+        classes = list(outputs.columns)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            y_true, self.predictions(outputs), labels=classes, zero_division=0
+        )
+        return {
+            "per_class": {
+                cls: {
+                    "precision": round(float(precision[i]), DECIMALS),
+                    "recall": round(float(recall[i]), DECIMALS),
+                    "f1": round(float(f1[i]), DECIMALS),
+                    "support": int(support[i]),
+                }
+                for i, cls in enumerate(classes)
+            }
         }

@@ -96,3 +96,18 @@ class RegressionTask:
         )
         frame["residual"] = frame["actual"] - frame["predicted"]
         return {"predictions": frame.round(DECIMALS)}
+
+    def test_summary(self, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+        """Summary of the test residuals (actual - predicted), logged to MLflow."""
+        residual = np.asarray(y_true, dtype=np.float64) - outputs
+        stats = {
+            "mean": residual.mean(),
+            "std": residual.std(),
+            "min": residual.min(),
+            "p05": np.percentile(residual, 5),
+            "median": np.median(residual),
+            "p95": np.percentile(residual, 95),
+            "max": residual.max(),
+            "max_abs": np.abs(residual).max(),
+        }
+        return {"residual": {k: round(float(v), DECIMALS) for k, v in stats.items()}}

@@ -26,8 +26,8 @@ def test_dvc_repro_exports_the_trained_model_with_parity(pipeline_repo):
     joblib_sha = sha256_file(pipeline_repo / "models" / "model.joblib")
     assert model.manifest["model"]["model_sha256"] == joblib_sha
     # ...and the MLflow run of that model is found by its tag (no run id in the artifact)
-    from src.models.tracking import training_run_id
+    from src.models.tracking import run_id_for_sha
 
-    assert training_run_id(joblib_sha, f"sqlite:///{pipeline_repo / 'mlflow.db'}")
+    assert run_id_for_sha(joblib_sha, f"sqlite:///{pipeline_repo / 'mlflow.db'}")
     answers, _ = model.predict([model.example_record()])
     assert answers[0] in model.classes if model.is_classifier else isinstance(answers[0], float)

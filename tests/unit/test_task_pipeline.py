@@ -246,3 +246,26 @@ def test_the_export_serves_trees_split_between_adjacent_float32_values_as_traine
     bundle = train_bundle(params, train_df)
     figures = export(bundle, tmp_path / "serving", {"test": test_df}, 1e-4)
     assert figures["test"]["max_rel_diff"] <= 1e-4
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_evaluate_summarises_per_class_or_residuals_for_mlflow(task, tmp_path):
+    params, bundle, _, test_df = fit(task)
+    summary: dict = {}
+    scores = evaluate(bundle, test_df, params, tmp_path / "plots", summary=summary)
+    target = params["data"]["target"]
+    if task == "regression":
+        predicted = pd.read_csv(tmp_path / "plots" / "predictions.csv")
+        residual = predicted["actual"] - predicted["predicted"]
+        assert set(summary) == {"residual"}
+        assert summary["residual"]["mean"] == pytest.approx(residual.mean(), abs=1e-5)
+        assert summary["residual"]["max_abs"] == pytest.approx(residual.abs().max(), abs=1e-5)
+        assert summary["residual"]["p05"] <= summary["residual"]["median"]
+        assert summary["residual"]["median"] <= summary["residual"]["p95"]
+    else:
+        per_class = summary["per_class"]
+        assert list(per_class) == bundle["schema"]["classes"]
+        counts = test_df[target].astype(str).value_counts()
+        assert {c: v["support"] for c, v in per_class.items()} == counts.to_dict()
+        recall = sum(v["recall"] for v in per_class.values()) / len(per_class)
+        assert recall == pytest.approx(scores["balanced_accuracy"], abs=1e-5)

@@ -142,8 +142,16 @@ def test_pr_workflow():
     checkout = steps(pr, "experiment")[0]
     assert checkout["uses"].startswith("actions/checkout@")
     assert checkout["with"]["fetch-depth"] == 0  # the base branch is there to diff against
-    python = steps(pr, "experiment")[1]
-    assert python["with"]["cache"] == "pip"
+    python, cache, install = steps(pr, "experiment")[1:4]
+    assert python["uses"].startswith("actions/setup-python@") and python["id"] == "python"
+    assert "cache" not in python["with"]  # the venv is cached whole instead
+    assert cache["uses"].startswith("actions/cache@")
+    assert cache["with"]["path"] == ".venv"
+    for part in ("runner.os", "runner.arch", "steps.python.outputs.python-version"):
+        assert part in cache["with"]["key"]
+    assert "hashFiles('requirements*.txt', 'setup.py')" in cache["with"]["key"]
+    assert "restore-keys" not in cache["with"]  # exact key: a stale venv is never restored
+    assert install["run"] == "make setup"
     assert runs(pr, "experiment") == [
         "make setup",
         CML_INSTALL,
@@ -168,7 +176,12 @@ def test_pr_workflow():
     assert order.index("make comment") < order.index("actions/upload-artifact")  # pr.json
     assert order.index("actions/upload-artifact") < order.index("make gate")  # even if it fails
     secrets_at = [s.get("run") for s in steps(pr, "experiment") if "secrets." in str(s)]
-    assert secrets_at == ["make dvc-pull"], "remote credentials only where they are used"
+    assert secrets_at == ["make dvc-pull", "make repro", "make report"], (
+        "credentials only where they are used"
+    )
+    for step in steps(pr, "experiment"):
+        if "MLFLOW_TRACKING_URI" in step.get("env", {}):  # never a fork's server
+            assert "head.repo.full_name == github.repository" in step["env"]["MLFLOW_TRACKING_URI"]
 
 
 def test_fork_comment_workflow_never_runs_the_pr_code():
