@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import re
 import subprocess
 from collections.abc import Mapping
@@ -152,8 +153,12 @@ def override(key: str, value: Any) -> str:
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    # Without a server, `train` logs to the workspace's mlflow.db; in a --temp copy that
+    # would be the copy's, deleted with it: point it at this workspace's, as a normal train.
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     return subprocess.run(
-        [dvc_executable(), *args], cwd=root, capture_output=True, text=True, check=False
+        [dvc_executable(), *args], cwd=root, env=env, capture_output=True, text=True, check=False
     )
 
 

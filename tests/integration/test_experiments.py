@@ -4,6 +4,7 @@ the repository, then the report's table of them against `main`."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 import yaml
@@ -14,6 +15,11 @@ from src.tasks import metric_direction, task_family
 from tests.conftest import copy_repo, run
 
 pytestmark = pytest.mark.slow
+
+
+def mlflow_runs(repo) -> int:
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
 
 def exp_show_metrics(repo) -> dict[str, dict]:
@@ -44,7 +50,9 @@ def test_two_experiments_are_run_and_tabled_against_main(tmp_path):
     run(["git", "commit", "-q", "-m", "committed outputs and a grid"], repo)
     committed = (repo / "metrics" / "scores.json").read_bytes()
 
+    runs_before = mlflow_runs(repo)
     run(["python", "-m", "src.experiments", "run"], repo)
+    assert mlflow_runs(repo) == runs_before + 2  # each experiment's train logged as usual
 
     # The committed configuration's outputs are untouched: the gate and plots judge them.
     assert (repo / "metrics" / "scores.json").read_bytes() == committed
