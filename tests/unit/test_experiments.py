@@ -4,6 +4,7 @@ and the report's table from a results file (no DVC run: tests/integration has th
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -187,3 +188,29 @@ def test_the_report_tables_every_experiment_and_marks_the_best(tmp_path):
     path.unlink()  # no results: the report is exactly what it was
     again, _ = build_report(repo, "main", tmp_path / "report.md", env={})
     assert again == no_grid
+
+
+def test_experiments_run_by_dvc_are_recorded_and_a_failure_does_not_stop_the_others(tmp_path):
+    """Real `dvc exp run --temp`s in a DVC repo whose dvc.yaml has no stages (fast): each
+    records its commit, params and metrics; an override DVC refuses fails only its own
+    experiment."""
+    from src.experiments import run
+
+    repo = make_repo(tmp_path / "repo")
+    params_before = (repo / "params.yaml").read_bytes()
+    out = tmp_path / "results.json"
+    grid = [
+        {"name": "first", "set": {"base.random_state": 1}},
+        {"name": "broken", "set": {"no such key!": 1}},  # not validated: DVC refuses it
+    ]
+    assert run(repo, grid, out) == 0  # a failed experiment is a result, not a broken job
+    results = {e["name"]: e for e in json.loads(out.read_text(encoding="utf-8"))["experiments"]}
+    assert list(results) == ["first", "broken"]
+    assert results["broken"]["error"]
+    scores = json.loads((repo / "metrics" / "scores.json").read_text(encoding="utf-8"))
+    for name, seed in (("first", 1),):
+        assert "error" not in results[name], results[name]
+        assert re.fullmatch(r"[0-9a-f]{40}", results[name]["rev"])
+        assert results[name]["params"]["base"]["random_state"] == seed
+        assert results[name]["metrics"] == scores
+    assert (repo / "params.yaml").read_bytes() == params_before  # the workspace is untouched
