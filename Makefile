@@ -137,7 +137,7 @@ clean: ## Remove caches and local reports (keeps .venv, data, models and MLflow 
 BASE ?= main
 IMAGE ?= mloperation-predictor:latest
 
-.PHONY: dvc-pull dvc-push report gate comment docker-publish lint-workflows bench-ci
+.PHONY: dvc-pull dvc-push report gate comment experiments docker-publish lint-workflows bench-ci
 
 dvc-pull: $(RUN_STAMP) ## dvc pull --run-cache if the remote has credentials (else a notice)
 	python -m src.ci pull
@@ -150,6 +150,9 @@ report: $(RUN_STAMP) ## The PR comment, locally: reports/experiment/report.md vs
 
 gate: $(RUN_STAMP) ## Quality gate (params.yaml `gate:`) of the metrics vs BASE; fails if not met
 	python -m src.gate --base $(BASE)
+
+experiments: check-params ## Run experiments.yaml's param sets with `dvc exp run` (make report tables them; none: nothing)
+	python -m src.experiments run
 
 comment: $(RUN_STAMP) ## CI: post the report on the PR with CML (one comment, updated in place)
 	python -m src.ci comment

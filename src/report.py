@@ -27,6 +27,8 @@ from typing import Any
 
 from src.ci import PULL_STATUS, REPORT, dvc_executable
 from src.config import MODEL_FILE, ROOT
+from src.experiments import RESULTS, read_results
+from src.experiments import section as experiments_section
 from src.gate import GateResult, comparison_for, judge
 from src.models.tracking import run_link as mlflow_run_link
 from src.noise import BETTER, LEVEL, NOISE, WORSE, Interval, marker
@@ -391,6 +393,20 @@ def build_report(
             f"Not comparable: the data changed, so the two sides are scores on different "
             f"data and get no {BETTER} / {WORSE} markers.",
         ]
+    experiments = read_results(root / RESULTS.relative_to(ROOT))  # make experiments
+    if experiments is not None:
+        lines += ["", "### Experiments", ""]
+        lines += experiments_section(
+            root,
+            experiments,
+            base_sha,
+            base_label,
+            base_metrics,
+            pr_metrics,
+            pr_params,
+            intervals,
+            comparable,
+        )
     lines += ["", "### Quality gate", "", *gate_section(gate)]
     if gate.changed:
         lines += [

@@ -157,6 +157,7 @@ def test_pr_workflow():
         CML_INSTALL,
         "make dvc-pull",
         "make repro",
+        "make experiments",
         "make report",
         "make comment",
         "make gate",
@@ -176,7 +177,7 @@ def test_pr_workflow():
     assert order.index("make comment") < order.index("actions/upload-artifact")  # pr.json
     assert order.index("actions/upload-artifact") < order.index("make gate")  # even if it fails
     secrets_at = [s.get("run") for s in steps(pr, "experiment") if "secrets." in str(s)]
-    assert secrets_at == ["make dvc-pull", "make repro", "make report"], (
+    assert secrets_at == ["make dvc-pull", "make repro", "make experiments", "make report"], (
         "credentials only where they are used"
     )
     for step in steps(pr, "experiment"):
