@@ -6,10 +6,11 @@ This is the PR comment: CI runs it after `dvc repro` and posts the file with
 `cml comment update`; `make report BASE=main` shows the same thing locally.
 
 The base side comes from git alone (metrics and plot data are committed, `cache: false`);
-the PR side is the working tree. Plots of both sides are rendered here from their plot data,
-into `<report name>_images/{base,pr}/`, and linked relative to the report, which is how CML
-finds and publishes them. Same commit, same report: the tables and images are byte-identical
-between runs; only the link to the workflow run (last line, on CI) differs.
+the PR side is the working tree. Plots are drawn here from both sides' plot data, base and PR
+on one figure each (src/visualization/compare.py), into `<report name>_images/`, and linked
+relative to the report, which is how CML finds and publishes them. Same commit, same report:
+the tables and images are byte-identical between runs; only the link to the workflow run
+(last line, on CI) differs.
 """
 
 from __future__ import annotations
@@ -46,14 +47,6 @@ from src.tasks import metric_direction
 from src.utils import PipelineError, atomic_write, run_cli
 
 MAX_DATA_ROWS = 25
-PLOT_TITLES = {
-    "confusion_matrix": "Confusion matrix",
-    "roc": "ROC curves",
-    "precision_recall": "Precision-recall curves",
-    "feature_importance": "Feature importance",
-    "predicted_vs_actual": "Predicted vs actual",
-    "residuals": "Residuals",
-}
 LEGEND = (
     f"How to read the markers: {BETTER} / {WORSE} only when the {LEVEL:.0%} interval of "
     "the change (PR − base) excludes zero in that direction, by each metric's direction "
@@ -198,53 +191,53 @@ def data_section(diff: dict[str, list] | str, base_label: str) -> list[str]:
 # --- plots -----------------------------------------------------------------------------
 
 
-def render_side(plots_dir: Path, out_dir: Path) -> list[Path]:
-    """Render one revision's plot data (a plots/ folder) into PNGs; return their paths."""
-    from src.visualization.render import load_plot_data, render_all
-
-    frames = load_plot_data(plots_dir)
-    confusion = frames.get("confusion_matrix")  # classification only
-    classes = (
-        [] if confusion is None else sorted(set(confusion["actual"]) | set(confusion["predicted"]))
-    )
-    return render_all(frames, classes, out_dir)
-
-
 def plots_section(root: Path, base_sha: str | None, out: Path, base_label: str) -> list[str]:
-    """Plots of the base beside the PR, rendered into `<report name>_images/{base,pr}/`."""
+    """One figure per plot with the base and the PR on the same axes, in `<report name>_images/`.
+
+    A plot whose data is the same on both sides is one line; without the base's plot data
+    (none committed, or a layout that cannot be read) the PR's figures are drawn alone.
+    """
+    from src.visualization.compare import TITLES, compare_plot, plot_names, save
+    from src.visualization.render import load_plot_data
+
     images = out.parent / f"{out.stem}_images"
-    for side in ("base", "pr"):
-        shutil.rmtree(images / side, ignore_errors=True)
-    pr_paths = render_side(root / PLOTS_PATH, images / "pr")
-    base_paths: list[Path] = []
-    note = ""
+    shutil.rmtree(images, ignore_errors=True)
+    pr = load_plot_data(root / PLOTS_PATH)
+    base: dict | None = None
+    lines: list[str] = []
     if base_sha is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            if export_dir(root, base_sha, PLOTS_PATH, Path(tmp), suffix=".csv"):
-                try:
-                    base_paths = render_side(Path(tmp), images / "base")
-                except (KeyError, ValueError, OSError) as exc:  # an older layout of plots/
-                    note = f"Could not render `{base_label}`'s plot data ({exc})."
+            if not export_dir(root, base_sha, PLOTS_PATH, Path(tmp), suffix=".csv"):
+                lines += [f"`{base_label}` has no committed plot data: the PR's plots alone.", ""]
             else:
-                note = f"`{base_label}` has no committed plot data."
-
-    def title(path: Path) -> str:
-        return PLOT_TITLES.get(path.stem, path.stem.replace("_", " "))
-
-    def link(path: Path, caption: str) -> str:
-        return f"![{caption}]({path.relative_to(out.parent).as_posix()})"
-
-    by_name = {p.stem: p for p in base_paths}
-    if base_sha is None or not base_paths:
-        lines = ["| PR |", "|---|"]
-        lines += [f"| {link(p, title(p) + ', PR')} |" for p in pr_paths]
-    else:
-        lines = [f"| `{base_label}` | PR |", "|---|---|"]
-        for p in pr_paths:
-            base = by_name.get(p.stem)
-            base_cell = link(base, f"{title(p)}, {base_label}") if base else ""
-            lines.append(f"| {base_cell} | {link(p, title(p) + ', PR')} |")
-    return [note, "", *lines] if note else lines
+                try:
+                    base = load_plot_data(Path(tmp))
+                except (ValueError, OSError) as exc:  # an older layout of plots/
+                    lines += [f"Could not read `{base_label}`'s plot data ({exc}).", ""]
+    if base is not None:
+        lines += [
+            f"`{base_label}` dashed grey, the PR solid blue, on the same axes and scale.",
+            "",
+        ]
+    names = plot_names(pr)
+    if not names:
+        return [*lines, f"No plot data in the working tree's `{PLOTS_PATH}/`."]
+    for name in names:
+        title = TITLES[name]
+        result = compare_plot(name, pr, base, base_label)
+        if result.figure is None:
+            lines += [f"{title}: unchanged", ""]
+            continue
+        path = save(result.figure, images / f"{name}.png")
+        caption = (
+            f"{title}, {base_label} vs PR"
+            if base is not None and not result.note
+            else (f"{title}, PR")
+        )
+        if result.note:
+            lines += [f"{title}: {result.note}; the PR's alone.", ""]
+        lines += [f"![{caption}]({path.relative_to(out.parent).as_posix()})", ""]
+    return lines[:-1]
 
 
 # --- the whole report ------------------------------------------------------------------

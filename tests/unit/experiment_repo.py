@@ -164,15 +164,23 @@ def make_repo(
     pr_predictions: str | None = None,
     base_folds: dict[str, Any] | None = None,
     pr_folds: dict[str, Any] | None = None,
+    base_plots: dict[str, pd.DataFrame] | None = None,
+    pr_plots: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
     """main: fixture params and plot data (+ metrics); branch `pr`: a worse model.
 
     By default the PR changes only `train.*` (same data); pass `pr_params` to change more.
     Without `*_predictions` / `*_folds` a side has no predictions or CV folds file.
+    `*_plots` (frames from `plot_frames`) replace a side's plot data; by default both sides
+    hold the same small classification data but for one more mistake in the PR's confusion
+    matrix.
     """
     path.mkdir(parents=True)
     shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    write_plot_data(path / "plots")
+    if base_plots is None:
+        write_plot_data(path / "plots")
+    else:
+        write_plot_frames(path / "plots", base_plots)
     base_params = params() if base_params is None else base_params
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.email", "test@example.com")
@@ -196,12 +204,15 @@ def make_repo(
         pr_params["train"]["n_estimators"] = 50
         pr_params["train"]["model_type"] = "gradient_boosting"
     write_results(path, pr_metrics, pr_params, pr_lock, pr_predictions, pr_folds)
-    confusion = path / "plots" / "confusion_matrix.csv"
-    lines = confusion.read_text().splitlines()
-    actual, predicted = lines[1].split(",")
-    other = next(p.split(",")[1] for p in lines[1:] if p.split(",")[1] != predicted)
-    lines[1] = f"{actual},{other}"  # one more mistake in the PR's confusion matrix
-    confusion.write_text("\n".join(lines) + "\n")
+    if pr_plots is not None:
+        write_plot_frames(path / "plots", pr_plots)
+    else:
+        confusion = path / "plots" / "confusion_matrix.csv"
+        lines = confusion.read_text().splitlines()
+        actual, predicted = lines[1].split(",")
+        other = next(p.split(",")[1] for p in lines[1:] if p.split(",")[1] != predicted)
+        lines[1] = f"{actual},{other}"  # one more mistake in the PR's confusion matrix
+        confusion.write_text("\n".join(lines) + "\n")
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "pr: gradient boosting")
     return path
@@ -239,3 +250,52 @@ def predicted_side(task: str, flips: int = 0, n_rows: int = 86, seed: int = 0):
     scores["n_test"] = n_rows
     text = frame.to_csv(index=False, float_format="%.10g")
     return text, scores
+
+
+def plot_frames(task: str, flips: int = 0, n_classes: int | None = None, n_rows: int = 200):
+    """One side's plot data as evaluate makes it (the task's `plot_frames` and an importance
+    frame), from the target of tests/fixture_data.py's `task` table; `n_classes` bins the
+    regression table's target into that many classes (c01, c02, ...) for a many-class task.
+    `flips` rows are answered wrong (and importance shifts with them), so sides differ."""
+    from src.tasks import get_task
+    from tests.fixture_data import TARGETS, make_table
+
+    rng = np.random.default_rng([n_rows, 3])
+    if n_classes is None:
+        target = make_table(task, n_rows=n_rows)[TARGETS[task]].to_numpy()
+    else:
+        value = make_table("regression", n_rows=n_rows)["value"]
+        bins = pd.qcut(value, n_classes, labels=False)
+        target = np.array([f"c{b + 1:02d}" for b in bins])
+        task = "multiclass"
+    importance = pd.DataFrame(
+        {
+            "feature": ["size", "leaf area", "colour", "site", "count"],
+            "importance": (
+                np.array([0.3, 0.2, 0.1, 0.05, 0.0]) + rng.normal(0, 0.002 * flips, 5)
+            ).round(6),
+            "std": [0.02, 0.015, 0.01, 0.01, 0.005],
+        }
+    )
+    if task == "regression":
+        predicted = target + rng.normal(0.0, 0.5, n_rows)
+        predicted[:flips] += 4.0
+        frames = get_task(task).plot_frames(target, predicted)
+    else:
+        classes = sorted(set(target.astype(str)))
+        index = np.searchsorted(classes, target)
+        answer = index.copy()
+        answer[:flips] = (index[:flips] + 1) % len(classes)
+        proba = rng.uniform(0.0, 0.3, (n_rows, len(classes)))
+        proba[np.arange(n_rows), answer] += 0.6
+        outputs = pd.DataFrame(proba / proba.sum(axis=1, keepdims=True), columns=classes)
+        frames = get_task(task).plot_frames(target.astype(str), outputs)
+    return {**frames, "feature_importance": importance}
+
+
+def write_plot_frames(plots: Path, frames: dict[str, pd.DataFrame]) -> Path:
+    """Write plot frames to `plots` with the evaluate stage's own writer (one file per class)."""
+    from src.models.evaluate_model import write_plot_data as write_frames
+
+    write_frames(plots, frames)
+    return plots

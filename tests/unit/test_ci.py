@@ -28,7 +28,7 @@ import pytest
 from src import ci
 from src.report import build_report
 from tests.unit.cml_standin import cml_urls, publish
-from tests.unit.experiment_repo import make_repo
+from tests.unit.experiment_repo import make_repo, plot_frames
 
 REPO = "acme/penguins"
 HEAD = "a" * 40
@@ -519,7 +519,7 @@ def test_no_mix_of_markdown_makes_a_link_of_its_own(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_report(tmp_path_factory):
-    """A report as src.report writes it on a fork's CI run (8 plots, the run link)."""
+    """A report as src.report writes it on a fork's CI run (4 changed plots, the run link)."""
     top = tmp_path_factory.mktemp("real")
     out = top / "artifact" / "report.md"
     ci_env = {
@@ -527,7 +527,12 @@ def real_report(tmp_path_factory):
         "GITHUB_REPOSITORY": REPO,
         "GITHUB_RUN_ID": "123456",
     }
-    text, _ = build_report(make_repo(top / "repo"), "main", out, env=ci_env)
+    repo = make_repo(
+        top / "repo",
+        base_plots=plot_frames("multiclass", flips=2),
+        pr_plots=plot_frames("multiclass", flips=20),
+    )
+    text, _ = build_report(repo, "main", out, env=ci_env)
     (out.parent / "pr.json").write_text(json.dumps({"number": 7, "head_sha": HEAD}))
     return out.parent, text
 
@@ -550,12 +555,15 @@ def test_a_real_fork_report_is_posted_with_its_plots(
     assert ci.comment_fork(artifact, HEAD, env) == "posted"
     (call,) = calls()
     plots = re.findall(r"\]\((report_images/[^)]+\.png)\)", text)
-    assert len(plots) == 8
+    assert plots == [
+        f"report_images/{name}.png"
+        for name in ("confusion_matrix", "roc", "precision_recall", "feature_importance")
+    ]
     # the same report, plots renamed to their verified copies, nothing dropped
-    renamed = iter(f"plot-{n:02d}.png" for n in range(1, 9))
+    renamed = iter(f"plot-{n:02d}.png" for n in range(1, 5))
     assert call["body"] == re.sub(r"report_images/[^)]+\.png", lambda _: next(renamed), text)
     run = f"https://github.com/{REPO}/actions/runs/123456"
-    assert cml_urls(call["body"]) == [f"plot-{n:02d}.png" for n in range(1, 9)] + [run]
+    assert cml_urls(call["body"]) == [f"plot-{n:02d}.png" for n in range(1, 5)] + [run]
     assert [bytes.fromhex(u["bytes"]) for u in call["uploads"]] == [
         (artifact / path).read_bytes() for path in plots
     ]

@@ -31,6 +31,7 @@ from tests.unit.experiment_repo import (
     git,
     make_repo,
     params,
+    plot_frames,
     predicted_side,
 )
 
@@ -260,23 +261,97 @@ def test_params_gate_and_data_sections(built):
     assert "No DVC-tracked data or model file differs from `main`." in text
 
 
-def test_plots_of_base_beside_pr_linked_relative_to_the_report(built):
+def plots(report: str) -> list[str]:
+    """The lines of the Plots section (blank lines dropped)."""
+    section = report.split("### Plots\n", 1)[1].split("\n---\n", 1)[0]
+    return [line for line in section.splitlines() if line]
+
+
+def test_only_changed_plots_get_a_figure_linked_relative_to_the_report(built):
     _, out, text, _ = built
-    links = re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", text)
-    assert [target for _, target in links] == [
-        f"report_images/{side}/{name}.png"
-        for name in ("confusion_matrix", "roc", "precision_recall", "feature_importance")
-        for side in ("base", "pr")
+    # the PR's confusion matrix data differs; its curves and importance do not
+    assert plots(text) == [
+        "`main` dashed grey, the PR solid blue, on the same axes and scale.",
+        "![Confusion matrix, main vs PR](report_images/confusion_matrix.png)",
+        "ROC curves: unchanged",
+        "Precision-recall curves: unchanged",
+        "Feature importance: unchanged",
     ]
-    assert links[0][0] == "Confusion matrix, main" and links[1][0] == "Confusion matrix, PR"
-    for _, target in links:
-        assert (out.parent / target).read_bytes()[:4] == b"\x89PNG"
-    images = out.parent / "report_images"
-    # the PR's confusion matrix data differs, so its picture does; ROC data does not
-    assert (images / "base/confusion_matrix.png").read_bytes() != (
-        images / "pr/confusion_matrix.png"
-    ).read_bytes()
-    assert (images / "base/roc.png").read_bytes() == (images / "pr/roc.png").read_bytes()
+    assert sorted(p.name for p in (out.parent / "report_images").iterdir()) == [
+        "confusion_matrix.png"
+    ]
+    assert (out.parent / "report_images/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("task", "n_classes", "names"),
+    [
+        ("binary", None, ["confusion_matrix", "roc", "precision_recall", "feature_importance"]),
+        ("multiclass", 20, ["confusion_matrix", "roc", "precision_recall", "feature_importance"]),
+        ("regression", None, ["predicted_vs_actual", "residuals", "feature_importance"]),
+    ],
+)
+def test_one_figure_per_changed_plot_for_each_task(tmp_path, task, n_classes, names):
+    repo = make_repo(
+        tmp_path / "repo",
+        base_plots=plot_frames(task, flips=2, n_classes=n_classes),
+        pr_plots=plot_frames(task, flips=20, n_classes=n_classes),
+    )
+    out = tmp_path / "out" / "report.md"
+    text, _ = build_report(repo, "main", out, env={})
+    links = re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", text)
+    assert [target for _, target in links] == [f"report_images/{n}.png" for n in names]
+    assert all(caption.endswith(", main vs PR") for caption, _ in links)
+    assert sorted(p.name for p in (out.parent / "report_images").iterdir()) == sorted(
+        f"{n}.png" for n in names
+    )
+    assert "unchanged" not in "\n".join(plots(text))
+
+
+def test_a_base_with_an_older_plots_layout_gets_a_line_and_the_pr_alone(repo, tmp_path):
+    git(repo, "checkout", "-q", "main")
+    for cls in ("a", "b"):
+        (repo / "plots" / "roc" / f"{cls}.csv").write_text("x,y\n0,0\n1,1\n")  # not fpr, tpr
+    (repo / "plots" / "feature_importance.csv").unlink()
+    git(repo, "commit", "-q", "-am", "an older layout")
+    git(repo, "checkout", "-q", "pr")
+    git(repo, "rebase", "-q", "main")
+    for cls in ("a", "b"):
+        (repo / "plots" / "roc" / f"{cls}.csv").write_text("fpr,tpr\n0.0,0.0\n0.5,1.0\n1,1\n")
+    (repo / "plots" / "feature_importance.csv").write_text(
+        "feature,importance,std\nsize,0.3,0.05\n"
+    )
+    text, _ = build_report(repo, "main", tmp_path / "report.md", env={})
+    lines = plots(text)
+    assert "ROC curves: `main`'s plot data cannot be drawn (roc has no column fpr, tpr); " in (
+        "\n".join(lines)
+    )
+    assert "Feature importance: `main` has no feature_importance plot data; the PR's alone." in (
+        lines
+    )
+    assert "![ROC curves, PR](report_images/roc.png)" in lines
+    assert "![Feature importance, PR](report_images/feature_importance.png)" in lines
+    assert "![Confusion matrix, main vs PR](report_images/confusion_matrix.png)" in lines
+    assert "Precision-recall curves: unchanged" in lines
+
+
+def test_a_base_without_plot_data_gets_one_line_and_the_pr_alone(repo, tmp_path):
+    git(repo, "checkout", "-q", "-b", "bare", "main")
+    git(repo, "rm", "-q", "-r", "plots")
+    git(repo, "commit", "-q", "-m", "no plots")
+    git(repo, "checkout", "-q", "pr")
+    text, _ = build_report(repo, "bare", tmp_path / "report.md", env={})
+    lines = plots(text)
+    assert lines[0] == "`bare` has no committed plot data: the PR's plots alone."
+    assert lines[1:] == [
+        f"![{title}, PR](report_images/{name}.png)"
+        for name, title in (
+            ("confusion_matrix", "Confusion matrix"),
+            ("roc", "ROC curves"),
+            ("precision_recall", "Precision-recall curves"),
+            ("feature_importance", "Feature importance"),
+        )
+    ]
 
 
 def test_same_commit_same_report_bytes_except_the_run_link(repo, tmp_path):
@@ -292,7 +367,7 @@ def test_same_commit_same_report_bytes_except_the_run_link(repo, tmp_path):
     for png in sorted((tmp_path / "a").rglob("*.png")):
         twin = tmp_path / "b" / png.relative_to(tmp_path / "a")
         assert png.read_bytes() == twin.read_bytes(), png.name
-    assert len(list((tmp_path / "a").rglob("*.png"))) == 8
+    assert len(list((tmp_path / "a").rglob("*.png"))) == 1
 
 
 def test_no_run_link_outside_ci():
@@ -318,7 +393,7 @@ def test_first_pr_when_the_base_has_no_metrics(tmp_path):
     assert row(text, "balanced_accuracy") == ["balanced_accuracy", "0.9400"]
     assert "no value on `main` to compare with (skipped) | ⏭️ skipped |" in text
     assert gate.passed  # the absolute bounds still apply; nothing to drop from
-    assert "report_images/base/" not in text and "report_images/pr/roc.png" in text
+    assert "unchanged" not in text and "![ROC curves, PR](report_images/roc.png)" in text
 
 
 def test_pull_status_lines(built, tmp_path):
