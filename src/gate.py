@@ -371,29 +371,62 @@ def judge(
     return GateResult(checks, source, block, family, reason, changed, note)
 
 
-def run_gate(root: Path, base_rev: str) -> GateResult:
-    """Gate the working tree's metrics against `base_rev`."""
-    base_sha = resolve(root, base_rev)
-    label = base_rev.removeprefix("origin/")
-    results = dvc_results(root, base_sha)
+@dataclass(frozen=True)
+class Sides:
+    """What the gate and the report compare: each side's params, metrics and dvc.lock, and
+    the noise comparison of the two (None when they are not comparable)."""
+
+    base_params: dict[str, Any] | None
+    pr_params: dict[str, Any] | None
+    base_metrics: dict[str, Any] | None
+    pr_metrics: dict[str, Any]
+    base_lock: dict[str, Any] | None
+    pr_lock: dict[str, Any] | None
+    comparison: Comparison | None
+
+    @property
+    def intervals(self) -> dict[str, Interval] | None:
+        return None if self.comparison is None else self.comparison.intervals
+
+    def judge(self, base_label: str) -> GateResult:
+        return judge(
+            self.base_params,
+            self.pr_params,
+            self.base_metrics,
+            self.pr_metrics,
+            self.base_lock,
+            self.pr_lock,
+            base_label,
+            self.intervals,
+        )
+
+
+def read_sides(root: Path, base_sha: str, results: Any, base_name: str) -> Sides:
+    """Both sides of the comparison, from `dvc_results` (metrics) and git (params, lock)."""
     pr_metrics, base_metrics = results.metrics("pr"), results.metrics("base")
     if pr_metrics is None:
         raise PipelineError("no metrics/scores.json in the working tree: run `dvc repro` first")
     base_params, pr_params = read_params(root, base_sha), read_params(root, None)
     base_lock, pr_lock = read_lock(root, base_sha), read_lock(root, None)
-    intervals = comparison_for(
-        root, base_sha, base_params, pr_params, base_metrics, pr_metrics, base_lock, pr_lock, label
-    )
-    return judge(
+    comparison = comparison_for(
+        root,
+        base_sha,
         base_params,
         pr_params,
         base_metrics,
         pr_metrics,
         base_lock,
         pr_lock,
-        label,
-        None if intervals is None else intervals.intervals,
+        base_name,
     )
+    return Sides(base_params, pr_params, base_metrics, pr_metrics, base_lock, pr_lock, comparison)
+
+
+def run_gate(root: Path, base_rev: str) -> GateResult:
+    """Gate the working tree's metrics against `base_rev`."""
+    base_sha = resolve(root, base_rev)
+    label = base_rev.removeprefix("origin/")
+    return read_sides(root, base_sha, dvc_results(root, base_sha), label).judge(label)
 
 
 def comparison_for(

@@ -30,7 +30,7 @@ from src.ci import PULL_STATUS, REPORT, dvc_executable
 from src.config import MODEL_FILE, ROOT
 from src.experiments import RESULTS, read_results
 from src.experiments import section as experiments_section
-from src.gate import GateResult, comparison_for, judge
+from src.gate import GateResult, read_sides
 from src.models.tracking import run_link as mlflow_run_link
 from src.noise import BETTER, LEVEL, NOISE, WORSE, Interval, marker
 from src.revision import (
@@ -39,12 +39,10 @@ from src.revision import (
     dvc_results,
     export_dir,
     git,
-    read_lock,
-    read_params,
     resolve,
 )
 from src.tasks import metric_direction
-from src.utils import PipelineError, atomic_write, run_cli
+from src.utils import atomic_write, run_cli
 
 MAX_DATA_ROWS = 25
 LEGEND = (
@@ -317,34 +315,11 @@ def build_report(
     with ThreadPoolExecutor(1) as pool:  # dvc takes seconds to start: run dvc diff meanwhile
         data_diff = pool.submit(dvc_diff, root, base_sha)
         results = dvc_results(root, base_sha)
-        pr_metrics, base_metrics = results.metrics("pr"), results.metrics("base")
-        if pr_metrics is None:
-            raise PipelineError(f"no {METRICS_PATH} in the working tree: run `dvc repro` first")
-        base_params, pr_params = read_params(root, base_sha), read_params(root, None)
-        base_lock, pr_lock = read_lock(root, base_sha), read_lock(root, None)
-        comparison = comparison_for(
-            root,
-            base_sha,
-            base_params,
-            pr_params,
-            base_metrics,
-            pr_metrics,
-            base_lock,
-            pr_lock,
-            base_name,
-        )
-        intervals = None if comparison is None else comparison.intervals
-        gate = judge(
-            base_params,
-            pr_params,
-            base_metrics,
-            pr_metrics,
-            base_lock,
-            pr_lock,
-            base_label,
-            intervals,
-        )
+        sides = read_sides(root, base_sha, results, base_name)
+        gate = sides.judge(base_label)
         data_lines = data_section(data_diff.result(), base_name)
+    pr_params, pr_metrics, base_metrics = sides.pr_params, sides.pr_metrics, sides.base_metrics
+    comparison, intervals = sides.comparison, sides.intervals
 
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_lines = plots_section(root, base_sha if base_metrics else None, out, base_name)
