@@ -9,8 +9,10 @@ image's label), POST /predict with one record and with every record of --data as
 prediction, every class probability within --tolerance; regression: every value within
 --tolerance of scikit-learn's, relative to the predictions' standard deviation), that
 rows with categories unseen in training get what `features.unknown_categories` promises
-(scored when ignore, a 422 naming the field when reject), and that a bad record gets a
-4xx JSON error. Runs on the
+(scored when ignore, a 422 naming the field when reject), that a bad record gets a
+4xx JSON error, and that GET /metrics parses as Prometheus text (prometheus_client's own
+parser) with mloperation_requests_total{endpoint="/predict"} up by exactly the /predict
+calls made here and mloperation_model_info naming the served model. Runs on the
 host with the project's venv (pandas, scikit-learn); needs the repo root on sys.path.
 Prints one line per check; exits 1 naming the first failure; --out gets a JSON summary.
 """
@@ -41,9 +43,15 @@ class SmokeFailure(Exception):
     pass
 
 
+PREDICT_CALLS = 0  # POST /predict requests made by this check (compared with /metrics)
+
+
 def call(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any, float]:
     """(status, decoded JSON body, seconds) of GET (body None) or POST of JSON."""
+    global PREDICT_CALLS
     data = None if body is None else json.dumps(body).encode()
+    if url.endswith("/predict"):
+        PREDICT_CALLS += 1
     request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
     if data is not None:
         request.add_header("Content-Type", "application/json")
@@ -141,6 +149,35 @@ def compare_values(
     return worst
 
 
+def scrape(base: str) -> dict[str, Any]:
+    """GET /metrics, parsed with prometheus_client's parser (a scraper's view): the
+    /predict request count summed over statuses, and the model_info labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"{base}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            status, text = response.status, response.read().decode()
+    except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
+        raise SmokeFailure(f"{url}: no answer ({exc})") from None
+    expect(status == 200, f"{url}: HTTP {status}")
+    predict, info = 0.0, None
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (
+                    sample.name == "mloperation_requests_total"
+                    and sample.labels.get("endpoint") == "/predict"
+                ):
+                    predict += sample.value
+                elif sample.name == "mloperation_model_info":
+                    info = sample.labels
+    except ValueError as exc:
+        raise SmokeFailure(f"{url}: not valid Prometheus text: {exc}") from None
+    expect(info is not None, f"{url}: no mloperation_model_info sample")
+    return {"predict_requests": predict, "model_info": info}
+
+
 def check_unknown_categories(base: str, bundle: dict[str, Any], frame: pd.DataFrame) -> str:
     """Rows with categories unseen in training must get the policy's answer."""
     schema = bundle["schema"]
@@ -177,6 +214,9 @@ def run_checks(args: argparse.Namespace) -> dict[str, Any]:
     status, body, _ = call(f"{base}/ready")
     expect(status == 200, f"/ready: {status} {body!r} (the model is not loaded)")
     print("ok   GET /ready -> 200")
+
+    before = scrape(base)
+    calls_before = PREDICT_CALLS
 
     status, meta, _ = call(f"{base}/metadata")
     expect(status == 200 and isinstance(meta, dict), f"/metadata: {status} {meta!r}")
@@ -237,6 +277,21 @@ def run_checks(args: argparse.Namespace) -> dict[str, Any]:
         f"POST /predict with an unknown field: expected a 4xx JSON error, got {status} {error!r}",
     )
     print(f"ok   POST /predict with an unknown field -> {status} with a JSON error")
+
+    after = scrape(base)
+    made = PREDICT_CALLS - calls_before
+    counted = after["predict_requests"] - before["predict_requests"]
+    expect(
+        counted == made,
+        f"/metrics counts {counted:g} /predict requests since the first scrape, this check "
+        f"made {made}",
+    )
+    sha = meta.get("model_sha256")
+    expect(
+        after["model_info"].get("model_sha256") == str(sha or "unknown"),
+        f"/metrics mloperation_model_info {after['model_info']} does not name model_sha256 {sha}",
+    )
+    print(f"ok   GET /metrics -> Prometheus text; /predict requests +{made} as made")
 
     summary.update(
         rows=len(records),

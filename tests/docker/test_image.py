@@ -99,7 +99,13 @@ def test_image_passes_smoke_test(built_image, pipeline_repo):
     proc = sh(["scripts/docker/smoke.sh", tag], pipeline_repo, env, timeout=600)
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, f"smoke test failed:\n{proc.stderr[-6000:]}"
-    for check in ("healthy", "GET /ready -> 200", "POST /predict batch", "non-root"):
+    for check in (
+        "healthy",
+        "GET /ready -> 200",
+        "POST /predict batch",
+        "GET /metrics",
+        "non-root",
+    ):
         assert check in proc.stderr, check
     report = json.loads(IMAGE_REPORT.read_text())
     report["build_s"] = round(build_s, 1)

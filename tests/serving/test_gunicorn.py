@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from src.config import ROOT
 from src.features.schema import to_model_frame
 from src.serving.model import ServingModel
 from src.tasks import schema_task
@@ -334,6 +335,47 @@ def test_metrics_stay_valid_and_monotonic_when_a_worker_is_replaced(
     info = [k for k in scrape(server.url) if k[0] == "mloperation_model_info"]
     assert len(info) == 1  # one identity, not one per worker
     assert "Traceback" not in server.log()
+
+
+def _smoke_check_module():
+    import importlib.util
+
+    path = ROOT / "scripts" / "docker" / "smoke_check.py"
+    spec = importlib.util.spec_from_file_location("smoke_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_smoke_check_holds_metrics_to_the_requests_it_made(
+    start_server, pipeline_repo, capsys, monkeypatch
+):
+    """The image's smoke check scrapes /metrics like Prometheus would; a /predict request the
+    server answered but did not count (here: one sent behind the check's back) fails it."""
+    smoke = _smoke_check_module()
+    server = start_server(pipeline_repo / "models" / "serving")
+    server.wait_ready()
+    argv = [server.url, "--model", str(pipeline_repo / "models" / "model.joblib")]
+    argv += ["--data", str(pipeline_repo / "data" / "processed" / "test.csv")]
+    argv += ["--params", str(pipeline_repo / "params.yaml")]
+    assert smoke.main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "ok   GET /metrics -> Prometheus text; /predict requests +" in out
+
+    real_call, extra = smoke.call, []
+
+    def call_and_one_more(url, body=None, timeout=10.0):
+        if url.endswith("/predict") and not extra:  # an uncounted request, once
+            extra.append(call("POST", url, body)[0])
+        return real_call(url, body, timeout)
+
+    monkeypatch.setattr(smoke, "call", call_and_one_more)
+    assert smoke.main(argv) == 1
+    assert extra == [200]  # the server answered it
+    err = capsys.readouterr().err
+    assert "/metrics counts" in err and "/predict requests since the first scrape" in err, err
+    made = int(err.split("this check made ")[1].split()[0])
+    assert f"counts {made + 1} /predict requests" in err, err
 
 
 # -- slow clients ------------------------------------------------------------------------------
