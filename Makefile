@@ -52,9 +52,9 @@ setup-dev: $(DEV_STAMP) ## Create .venv with pipeline + test/lint tools
 
 # SOURCE, TARGET: read from the environment (make puts command-line variables there), so
 # any file or column name reaches Python unmangled by the shell.
-schema: $(RUN_STAMP) ## Draft params.yaml's data: block from SOURCE=file.csv|.parquet (TARGET=col, WRITE=1)
+schema: $(RUN_STAMP) ## Draft params.yaml's data: block from SOURCE=file.csv|.parquet (TARGET=col, TASK=, WRITE=1)
 	@test -n "$${SOURCE:-}" || { echo "make schema: set SOURCE, e.g. make schema SOURCE=data/external/my.csv TARGET=label" >&2; exit 2; }
-	python -m src.data.draft_schema "$$SOURCE" $${TARGET:+--target "$$TARGET"} $(if $(filter 1 yes true,$(WRITE)),--write)
+	python -m src.data.draft_schema "$$SOURCE" $${TARGET:+--target "$$TARGET"} $${TASK:+--task "$$TASK"} $(if $(filter 1 yes true,$(WRITE)),--write)
 
 # Every pipeline target checks params.yaml first: DVC removes a stage's outputs before it
 # runs the stage's command, so a bad param caught by the stage itself would already have

@@ -26,6 +26,10 @@ misses parity) is a result, not a broken job: it is logged as an error, recorded
 last error line (the report's table lists it as failed) and the others still run. A bad
 experiments.yaml stops before anything runs (exit 78).
 
+Each experiment's `train` tags its MLflow run with DVC's experiment name and baseline
+commit (src/models/tracking.py); with a tracking server configured the table links each
+row's run by them (`run_links`), the committed row's by its model's sha256.
+
 Sequential `--temp` rather than `--queue` + workers: simpler (no Celery worker to start,
 poll and stop; a failure is this command's own exit code). Measured here: two penguins
 experiments in 69 s, about 33 s each (the whole pipeline of a set, run-cache hits aside).
@@ -286,6 +290,44 @@ def read_results(path: Path) -> dict[str, Any] | None:
     return data
 
 
+COMMITTED = "this PR (committed)"
+
+
+def run_links(
+    env: Mapping[str, str], root: Path, results: Mapping[str, Any]
+) -> dict[str, str | None] | None:
+    """{row: address of its MLflow run, or None if the server has none}, or None when no
+    tracking server is configured (the same rule as the committed run's link).
+
+    The committed configuration's run is found by its model's sha256, each experiment's by
+    the DVC experiment name and baseline commit that train records as tags.
+    """
+    from src.config import MODEL_FILE
+    from src.models.tracking import (
+        find_experiment_run,
+        find_training_run,
+        run_url,
+        search,
+        server_uri,
+    )
+
+    uri = server_uri(env)
+    if uri is None:
+        return None
+    model = root / MODEL_FILE.relative_to(ROOT)
+    run = search(uri, find_training_run, model) if model.is_file() else None
+    links: dict[str, str | None] = {COMMITTED: run_url(uri, run) if run else None}
+    baseline = results.get("baseline")
+    for exp in results.get("experiments", []):
+        if "error" in exp:
+            continue
+        run = None
+        if isinstance(baseline, str) and HEX40.match(baseline):
+            run = search(uri, find_experiment_run, exp["name"], baseline)
+        links[exp["name"]] = run_url(uri, run) if run else None
+    return links
+
+
 def _cell(value: Any, interval: Interval | None, metric: str) -> str:
     from src.report import _num
 
@@ -303,8 +345,14 @@ def section(
     pr_params: Mapping[str, Any] | None,
     pr_intervals: Mapping[str, Interval] | None,
     comparable: bool,
+    links: Mapping[str, str | None] | None = None,
 ) -> list[str]:
-    """One table: the committed configuration and every experiment, against the base."""
+    """One table: the committed configuration and every experiment, against the base.
+
+    `links` (from `run_links`): a column linking each row's MLflow run; None: no column.
+    Names are NAME-checked plain text; param keys, values and error lines from the
+    experiments are code spans (`_param`): nothing of theirs opens a link or a table cell.
+    """
     from src.report import _param
 
     family = None
@@ -316,7 +364,7 @@ def section(
     metrics = key_metrics(pr_metrics)
     primary = primary_metric(family, pr_metrics)
     base_preds = read_text(root, base_sha, PREDICTIONS_PATH) if base_metrics else None
-    committed = "this PR (committed)"
+    committed = COMMITTED
     rows: dict[str, Mapping[str, Any]] = {committed: pr_metrics}
     cells: dict[str, list[str]] = {}
     flat_pr = flatten(dict(pr_params or {}))
@@ -329,7 +377,7 @@ def section(
     for exp in results.get("experiments", []):
         name = exp["name"]
         if "error" in exp or not isinstance(exp.get("metrics"), dict):
-            notes.append(f"`{name}` failed: {show(exp.get('error', 'no metrics'))}")
+            notes.append(f"`{name}` failed: {_param(str(exp.get('error', 'no metrics')))}")
             continue
         exp_metrics = exp["metrics"]
         rows[name] = exp_metrics
@@ -350,6 +398,21 @@ def section(
         cells[name] = [_cell(exp_metrics.get(m), intervals.get(m), m) for m in metrics]
     winners = best(rows, primary) if primary else set()
     header = ["Experiment", "Params that differ", *metrics]
+    if links is not None:
+        header.append("MLflow")
+        missing = [name for name in rows if not links.get(name)]
+        if missing:
+            notes.append(
+                "No run on the MLflow tracking server for "
+                + ", ".join(n if n == committed else f"`{n}`" for n in missing)
+                + ": an experiment logs a run of its own only when its set changes an "
+                "input of `train` (and DVC did not restore `train` from its run-cache)."
+            )
+    else:
+        notes.append(
+            "No MLflow links: `MLFLOW_TRACKING_URI` is not a tracking server (http/https), "
+            "so each experiment's run is in the job's local store."
+        )
     lines = [
         f"{len(results.get('experiments', []))} experiments from `experiments.yaml`, each "
         "run by `dvc exp run` on this PR's code; markers against "
@@ -362,12 +425,15 @@ def section(
         ),
         "",
         "| " + " | ".join(header) + " |",
-        "|---|---|" + "---:|" * len(metrics),
+        "|---|---|" + "---:|" * len(metrics) + ("---|" if links is not None else ""),
     ]
     for name in rows:
         star = " ⭐" if name in winners else ""
         label = name if name == committed else f"`{name}`"
-        lines.append(f"| {label}{star} | {params_of[name]} | " + " | ".join(cells[name]) + " |")
+        row = [f"{label}{star}", params_of[name], *cells[name]]
+        if links is not None:
+            row.append(f"[run]({links[name]})" if links.get(name) else "—")
+        lines.append("| " + " | ".join(row) + " |")
     if results.get("baseline") and results["baseline"] != _head(root):
         notes.append("These results are of another commit: rerun `make experiments`.")
     return lines + ([""] + [f"- {n}" for n in notes] if notes else [])

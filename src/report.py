@@ -28,7 +28,7 @@ from typing import Any
 
 from src.ci import PULL_STATUS, REPORT, dvc_executable
 from src.config import MODEL_FILE, ROOT
-from src.experiments import RESULTS, read_results
+from src.experiments import RESULTS, read_results, run_links
 from src.experiments import section as experiments_section
 from src.gate import GateResult, read_sides
 from src.models.tracking import run_link as mlflow_run_link
@@ -129,6 +129,7 @@ def metrics_section(
 
 def _param(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    text = " ".join(text.splitlines())  # a line break would end the table row
     return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
 
 
@@ -374,6 +375,7 @@ def build_report(
             pr_params,
             intervals,
             comparable,
+            run_links(env, root, experiments),  # http(s) URI only
         )
     lines += ["", "### Quality gate", "", *gate_section(gate)]
     if gate.changed:

@@ -9,7 +9,7 @@ For each dataset, in a temporary copy of the repository (tests/repo_tools.copy_r
 what the README tells a fork to do: write the dataset (shipped inside a Python package, so
 nothing is downloaded) to data/external/, draft params.yaml's `data` block from it with
 `make schema`'s module (`src.data.draft_schema --write`: every other line of the file stays
-as it is), set `data.task` where the drafter says it must be declared, commit that as a
+as it is), declaring `data.task` (`--task`) where the drafter says it must be, commit that as a
 fork would, run `dvc repro`, then `pytest -m "not slow"`. Exits non-zero, with the failing
 output, if either fails.
 """
@@ -17,7 +17,6 @@ output, if either fails.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -86,12 +85,7 @@ def configure(repo: Path, dataset: Dataset, env: dict[str, str]) -> None:
     write_data(dataset.load(), repo / "data" / "external" / dataset.file)
     source = f"data/external/{dataset.file}"
     draft = [sys.executable, "-m", "src.data.draft_schema", source, "--target", dataset.target]
-    run([*draft, "--write"], repo, env)
-    if dataset.task != "auto":
-        params = repo / "params.yaml"
-        text = params.read_text(encoding="utf-8")
-        drafted = re.compile(r"^(  task: )auto\b", re.M)  # the drafted block's only task line
-        params.write_text(drafted.sub(rf"\g<1>{dataset.task}", text, count=1), encoding="utf-8")
+    run([*draft, "--task", dataset.task, "--write"], repo, env)
 
 
 @dataclass

@@ -1,9 +1,13 @@
 """Draft params.yaml's `data:` block (source, target, schema) from a CSV or Parquet file.
 
-    python -m src.data.draft_schema SOURCE [--target COL] [--write] [--params params.yaml]
+    python -m src.data.draft_schema SOURCE [--target COL] [--task TASK] [--write]
+                                    [--params params.yaml]
 
 Prints the block; with `--write` it also replaces the `data:` block of params.yaml in
-place, leaving every other line of the file untouched. Types follow the `prepare` stage
+place, leaving every other line of the file untouched, once the whole result passes
+params.yaml's schema (src/params.py, as `make check-params`): a draft the pipeline would
+refuse (no --target, an `int` target without --task) is not written, one line per
+problem, exit 78. Types follow the `prepare` stage
 (src/data/make_dataset.py): `int` is numeric with no fractional values, `float` any other
 number, `category` text, booleans, pandas categoricals and anything else.
 """
@@ -27,6 +31,8 @@ from pandas.api import types as ptypes
 
 from src import config
 from src.data.make_dataset import read_table
+from src.params import check as check_params
+from src.tasks import DECLARABLE
 from src.utils import PipelineError, atomic_write, run_cli
 
 log = logging.getLogger(__name__)
@@ -165,7 +171,11 @@ def _source_note(path: Path) -> str:
 
 
 def render_data_block(
-    df: pd.DataFrame, source: str, target: str | None = None, source_note: str = ""
+    df: pd.DataFrame,
+    source: str,
+    target: str | None = None,
+    source_note: str = "",
+    task: str = "auto",
 ) -> str:
     """The `data:` block for params.yaml, as text with comments."""
     columns = infer_columns(df, target)
@@ -183,7 +193,9 @@ def render_data_block(
     else:
         lines.append(_line(2, "target", yaml_scalar(target), "", COMMENT_COLUMN))
         task_note = TASK_BY_TARGET_TYPE[kinds[target]]
-    lines.append(_line(2, "task", "auto", task_note, COMMENT_COLUMN))
+    if task != "auto":
+        task_note = f"declared (--task); {task_note}"
+    lines.append(_line(2, "task", task, task_note, COMMENT_COLUMN))
     lines.append(
         _line(2, "drop_columns", "[]", "columns read but not used as features", COMMENT_COLUMN)
     )
@@ -198,7 +210,7 @@ def render_data_block(
         "source": source,
         "sha256": None,
         "target": target,
-        "task": "auto",
+        "task": task,
         "drop_columns": [],
         "schema": kinds,
     }
@@ -208,7 +220,7 @@ def render_data_block(
     return text
 
 
-def draft(source: Path, target: str | None = None) -> str:
+def draft(source: Path, target: str | None = None, task: str = "auto") -> str:
     """Read `source` and draft its `data:` block; errors name the problem."""
     df = read_table(source)
     if df.empty:
@@ -220,7 +232,7 @@ def draft(source: Path, target: str | None = None) -> str:
         )
     if target is not None and df[target].isna().all():
         raise PipelineError(f"target column {target!r} is null in every row of {source}")
-    return render_data_block(df, source_for_params(source), target, _source_note(source))
+    return render_data_block(df, source_for_params(source), target, _source_note(source), task)
 
 
 def replace_data_block(params_text: str, block: str) -> str:
@@ -273,6 +285,8 @@ def write_data_block(params_file: Path, block: str) -> Path:
             f"could not replace the data: block of {params_file} safely; "
             "paste the printed block by hand"
         )
+    # The pipeline's own check (make check-params): never write what it would refuse.
+    check_params(new, f"{params_file.name} not written, the draft fails its check")
     mode = params_file.stat().st_mode & 0o7777
 
     def write(tmp: Path) -> None:
@@ -287,11 +301,14 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="the CSV or Parquet file")
     parser.add_argument("--target", help="the column to predict")
     parser.add_argument(
+        "--task", choices=DECLARABLE, default="auto", help="data.task (an int target needs it)"
+    )
+    parser.add_argument(
         "--write", action="store_true", help="replace the data: block of --params in place"
     )
     parser.add_argument("--params", type=Path, default=config.PARAMS_FILE)
     args = parser.parse_args()
-    block = draft(args.source, args.target)
+    block = draft(args.source, args.target, args.task)
     if args.write:
         write_data_block(args.params, block)
         log.info("replaced the data: block of %s", args.params)

@@ -8,7 +8,11 @@ silently dropped.
 
 The train run is tagged `model_sha256` (sha256 of models/model.joblib): the artifact holds
 no run id (that would make every run's file differ), so later stages and tools find the
-run of a model by that tag (`training_run_id`).
+run of a model by that tag (`training_run_id`). Inside `dvc exp run`, DVC gives the stage
+commands the experiment's name and baseline commit (DVC_EXP_NAME, DVC_EXP_BASELINE_REV);
+train records them as the tags `dvc_exp_name` / `dvc_exp_baseline_rev`, which is how the
+report finds each experiment's run (`find_experiment_run`). They are MLflow tags only,
+never in a DVC-tracked output.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ DEFAULT_TRACKING_URI = f"sqlite:///{config.ROOT / 'mlflow.db'}"
 DEFAULT_EXPERIMENT = "mloperation"
 HEALTH_TIMEOUT_S = 5.0
 MODEL_SHA256_TAG = "model_sha256"
+EXP_NAME_TAG = "dvc_exp_name"
+EXP_BASELINE_TAG = "dvc_exp_baseline_rev"
+# DVC's own environment for the stage commands of `dvc exp run` (dvc/env.py).
+DVC_EXP_ENV = {"DVC_EXP_NAME": EXP_NAME_TAG, "DVC_EXP_BASELINE_REV": EXP_BASELINE_TAG}
 
 
 def tracking_uri() -> str:
@@ -138,27 +146,56 @@ def experiment_name() -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
 
 
+def experiment_tags(env: Mapping[str, str]) -> dict[str, str]:
+    """The tags naming the DVC experiment a stage runs in (none outside `dvc exp run`)."""
+    return {tag: env[var] for var, tag in DVC_EXP_ENV.items() if env.get(var)}
+
+
+def _newest_finished(uri: str, tags: Mapping[str, str]) -> Any | None:
+    """The newest finished run of our experiment with all of `tags`, or None.
+
+    Callers pass only values checked to be plain (hex, or experiment names of
+    src/experiments.py NAME): safe inside the filter's quotes.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name())
+    if experiment is None:
+        return None
+    where = " and ".join(f"tags.{tag} = '{value}'" for tag, value in tags.items())
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"{where} and status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def find_experiment_run(uri: str, name: str, baseline: str) -> Any | None:
+    """The newest finished run that `dvc exp run --name NAME` trained on commit `baseline`.
+
+    None when there is none: an experiment whose set changes no input of train (or whose
+    train DVC restored from its run-cache) logs no run of its own.
+    """
+    if not _PLAIN.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{40}", baseline):
+        raise ValueError(f"not an experiment name and commit: {name!r} {baseline!r}")
+    return _newest_finished(uri, {EXP_NAME_TAG: name, EXP_BASELINE_TAG: baseline})
+
+
 def find_run_by_sha(uri: str, model_sha256: str) -> Any | None:
     """The newest finished run of the experiment tagged `model_sha256`, or None.
 
     A retrained model with the same bytes tags another run with the same value; the
     newest one is returned.
     """
-    from mlflow.tracking import MlflowClient
-
     if len(model_sha256) != 64 or not all(c in "0123456789abcdef" for c in model_sha256):
-        raise ValueError(f"not a sha256: {model_sha256!r}")  # hex only: safe to quote below
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(experiment_name())
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.{MODEL_TAG} = '{model_sha256}' and status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+        raise ValueError(f"not a sha256: {model_sha256!r}")  # hex only: safe to quote
+    return _newest_finished(uri, {MODEL_TAG: model_sha256})
 
 
 def find_training_run(uri: str, model_file: Path) -> Any | None:
@@ -239,21 +276,15 @@ def log_evaluation(run_id: str, metrics: dict[str, float], summary: dict[str, An
     log.info("test metrics logged to MLflow run %s at %s", run_id, uri)
 
 
-def run_link(env: Mapping[str, str], model_file: Path) -> str | None:
-    """Markdown line linking the model's run in the MLflow UI, when a server is configured.
-
-    None unless MLFLOW_TRACKING_URI is http(s); a note instead of a link when the server
-    has no run for this model.
-    """
+def server_uri(env: Mapping[str, str]) -> str | None:
+    """MLFLOW_TRACKING_URI when it is a tracking server (http/https): only then does the
+    report link runs (a local store has no UI address to link)."""
     uri = env.get("MLFLOW_TRACKING_URI", "")
-    if not uri.startswith(("http://", "https://")) or not model_file.is_file():
-        return None
-    try:
-        run = find_training_run(uri, model_file)
-    except Exception as exc:
-        raise PipelineError(f"MLflow server {uri} could not be searched: {exc}") from exc
-    if run is None:
-        return f"MLflow: no run on the tracking server for this model ({MODEL_TAG} not found)."
+    return uri if uri.startswith(("http://", "https://")) else None
+
+
+def run_url(uri: str, run: Any) -> str:
+    """The address of `run` in the MLflow UI of server `uri`, without its credentials."""
     run_id, experiment = run.info.run_id, run.info.experiment_id
     if not (_RUN_ID.fullmatch(run_id) and experiment.isdigit()):
         raise PipelineError(f"MLflow server {uri} answered an unexpected run id {run_id!r}")
@@ -262,4 +293,27 @@ def run_link(env: Mapping[str, str], model_file: Path) -> str | None:
     if parts.port:
         base += f":{parts.port}"
     base += urllib.parse.quote(parts.path.rstrip("/"), safe="/")
-    return f"[MLflow run]({base}/#/experiments/{experiment}/runs/{run_id})"
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def search(uri: str, find: Any, *args: Any) -> Any | None:
+    """`find(uri, *args)`, a failure of the server being one PipelineError."""
+    try:
+        return find(uri, *args)
+    except Exception as exc:
+        raise PipelineError(f"MLflow server {uri} could not be searched: {exc}") from exc
+
+
+def run_link(env: Mapping[str, str], model_file: Path) -> str | None:
+    """Markdown line linking the model's run in the MLflow UI, when a server is configured.
+
+    None unless MLFLOW_TRACKING_URI is http(s); a note instead of a link when the server
+    has no run for this model.
+    """
+    uri = server_uri(env)
+    if uri is None or not model_file.is_file():
+        return None
+    run = search(uri, find_training_run, model_file)
+    if run is None:
+        return f"MLflow: no run on the tracking server for this model ({MODEL_TAG} not found)."
+    return f"[MLflow run]({run_url(uri, run)})"

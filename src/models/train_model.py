@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,7 @@ def main() -> None:
     if args.no_mlflow:
         save_model(bundle, config.MODEL_FILE)
     else:
-        from src.models.tracking import log_training_run
+        from src.models.tracking import experiment_tags, log_training_run
 
         example = to_model_frame(train_df, features["schema"]).dropna().head(5)
 
@@ -164,6 +165,7 @@ def main() -> None:
                     "model_type": metadata["model_type"],
                     "task": str(metadata["task"]),
                     "train_data_sha256": metadata["train_data_sha256"],
+                    **experiment_tags(os.environ),  # inside `dvc exp run`
                 },
                 artifacts=[config.PARAMS_FILE, config.ROOT / "dvc.lock"],
             )

@@ -289,6 +289,53 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, make_source,
     assert not list(tmp_path.glob(".params.yaml.*"))  # no temporary file left behind
 
 
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ([], "data.target: None: must be a column name declared in data.schema"),
+        (
+            ["--target", "count_with_gaps"],
+            "data.task: data.target 'count_with_gaps' is declared int",
+        ),
+    ],
+    ids=["no-target", "int-target-task-auto"],
+)
+def test_write_refuses_a_draft_that_fails_the_params_schema(tmp_path, extra, problem):
+    """--write leaves params.yaml as it was when the result would fail `make check-params`
+    (the draft itself is still what a plain run prints)."""
+    source = write_table(mixed_frame(), tmp_path / "mine.csv")
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    before = params.read_bytes()
+
+    proc = cli(source, *extra, "--write", "--params", params)
+
+    assert proc.returncode == 78, proc.stderr  # EXIT_PARAMS, as make check-params
+    errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"params.yaml not written, the draft fails its check: {problem}" in errors[0]
+    assert proc.stdout == ""
+    assert params.read_bytes() == before
+    assert not list(tmp_path.glob(".params.yaml.*"))
+    printed = cli(source, *extra, "--params", params)  # without --write: the draft to edit
+    assert printed.returncode == 0 and printed.stdout.startswith("data:")
+
+
+def test_write_with_a_declared_task_writes_an_int_target(tmp_path):
+    source = write_table(mixed_frame(), tmp_path / "mine.csv")
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+
+    proc = cli(
+        source, "--target", "count_with_gaps", "--task", "regression", "--write", "--params", params
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    data = yaml.safe_load(params.read_text(encoding="utf-8"))["data"]
+    assert (data["target"], data["task"]) == ("count_with_gaps", "regression")
+    assert task_family(data) == "regression"
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_schema_passes_names_through_and_requires_source(tmp_path):
     df = pd.DataFrame({'it\'s "odd" (g)': ["a", "b", "a"], "x y": [1.5, 2.5, 3.5]})

@@ -183,7 +183,10 @@ def test_the_report_tables_every_experiment_and_marks_the_best(tmp_path):
     assert "⭐ best by `balanced_accuracy` (higher is better)" in table
     assert "| `deeper` ⭐ | `train.max_depth=30` | 0.9535 | 0.9900 | 0.9500 | 0.0400 |" in table
     assert "| this PR (committed) | — | 0.9535 " in table  # the committed row, not best
-    assert "- `broken` failed: 'stage failed'" in table
+    assert "- `broken` failed: `stage failed`" in table
+    header = next(ln for ln in table.splitlines() if ln.startswith("| Experiment"))
+    assert "MLflow" not in header  # no tracking server: no link column
+    assert "No MLflow links: `MLFLOW_TRACKING_URI` is not a tracking server" in table
     assert BASE_METRICS  # the base side is main's, as in Metrics
     path.unlink()  # no results: the report is exactly what it was
     again, _ = build_report(repo, "main", tmp_path / "report.md", env={})
@@ -214,3 +217,54 @@ def test_experiments_run_by_dvc_are_recorded_and_a_failure_does_not_stop_the_oth
         assert results[name]["params"]["base"]["random_state"] == seed
         assert results[name]["metrics"] == scores
     assert (repo / "params.yaml").read_bytes() == params_before  # the workspace is untouched
+
+
+def test_hostile_experiment_text_opens_no_link_and_breaks_no_row(tmp_path):
+    """Params and error lines of the experiments come from the PR: rendered by a real
+    CommonMark parser (tables on, as GitHub), they open no link and add no cell or row."""
+    from markdown_it import MarkdownIt
+
+    from tests.unit.cml_standin import cml_urls
+
+    repo = make_repo(tmp_path / "repo")
+    evil = "x](https://evil.example/a)|\n| [y](https://evil.example/b) <img src=z>"
+    hostile = experiment(repo, "hostile", PR_METRICS, {"train.model_type": evil})
+    hostile["params"]["train"]["evil](https://evil.example/c)|\nkey"] = 1
+    results = {
+        "baseline": git(repo, "rev-parse", "HEAD").strip(),
+        "experiments": [
+            hostile,
+            experiment(repo, "broken", None, {})
+            | {"error": f"[boom](https://evil.example/d)|`{evil}"},
+        ],
+    }
+    path = repo / "reports" / "experiments" / "results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(results), encoding="utf-8")
+    text, _ = build_report(repo, "main", tmp_path / "report.md", env={})
+    table = text.split("### Experiments", 1)[1].split("### Quality gate", 1)[0]
+    assert not [u for u in cml_urls(table) if "evil" in u]
+    tokens = MarkdownIt("commonmark").enable("table").parse(table)
+    widths, width = [], 0
+    for token in tokens:
+        if token.type == "tr_open":
+            width = 0
+        elif token.type in ("th_open", "td_open"):
+            width += 1
+        elif token.type == "tr_close":
+            widths.append(width)
+    header = next(ln for ln in table.splitlines() if ln.startswith("| Experiment"))
+    # header, the committed configuration, hostile; each with the header's cells
+    assert widths == [header.count(" | ") + 1] * 3
+    assert not [t for t in tokens if t.type.startswith("html")]
+
+
+def test_a_hostile_experiment_name_is_refused_before_the_table(tmp_path):
+    from src.experiments import read_results
+    from src.utils import PipelineError
+
+    path = tmp_path / "results.json"
+    for name in ("a](https://evil.example)", "a|b", "x" * 40, "`a`"):
+        path.write_text(json.dumps({"experiments": [{"name": name}]}), encoding="utf-8")
+        with pytest.raises(PipelineError, match="not the output of"):
+            read_results(path)
