@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -183,9 +184,16 @@ def main() -> None:
         raise PipelineError(str(exc)) from exc
     run_id = None
     if not args.no_mlflow:  # find the training run before the work, not after
-        from src.models.tracking import log_evaluation, training_run_id
+        from src.models.tracking import log_evaluation, run_of_this_experiment, training_run_id
 
         run_id = training_run_id(config.MODEL_FILE)
+        if run_id is not None and not run_of_this_experiment(run_id, os.environ):
+            log.info(
+                "MLflow: this experiment did not retrain (its set changes no input of train), "
+                "so its test metrics are not logged over run %s of another configuration",
+                run_id,
+            )
+            run_id = None
     test = pd.read_csv(config.TEST_DATA)
     summary: dict[str, Any] = {}
     scores = evaluate(

@@ -258,6 +258,20 @@ def training_run_id(model_file: Path) -> str | None:
     return None
 
 
+def run_of_this_experiment(run_id: str, env: Mapping[str, str]) -> bool:
+    """Whether the training run `run_id` belongs to the DVC experiment `env` names (always
+    true outside `dvc exp run`). An experiment whose set changes only evaluate's inputs
+    does not retrain: the model's run is another configuration's, and evaluate must not log
+    this experiment's test metrics over that run's."""
+    from mlflow.tracking import MlflowClient
+
+    wanted = experiment_tags(env)
+    if not wanted:
+        return True
+    tags = MlflowClient(tracking_uri()).get_run(run_id).data.tags
+    return all(tags.get(tag) == value for tag, value in wanted.items())
+
+
 def log_evaluation(run_id: str, metrics: dict[str, float], summary: dict[str, Any]) -> None:
     """Log the test metrics and the summary (metrics + evaluation/test_summary.json) on the
     training run `run_id`."""

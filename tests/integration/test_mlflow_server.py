@@ -149,6 +149,23 @@ def test_evaluate_logs_test_metrics_on_the_training_run_and_the_report_links_it(
     assert "s3cret" not in report and "ci-user" not in report
 
 
+def test_an_experiment_that_did_not_retrain_logs_nothing_over_another_run(mlflow_server, repo):
+    """`dvc exp run -S evaluate.x=…` reruns evaluate but not train: the model's run is the
+    committed configuration's, so evaluate (inside the experiment: DVC's DVC_EXP_* env) must
+    leave that run's test metrics alone; outside an experiment it logs them."""
+    experiment = "exp-did-not-retrain"
+    env = venv_env(repo, MLFLOW_TRACKING_URI=mlflow_server, MLFLOW_EXPERIMENT_NAME=experiment)
+    run(["python", "-m", "src.models.train_model"], repo, env=env)
+    client, trained = training_run(mlflow_server, repo / "models" / "model.joblib", experiment)
+    assert "n_test" not in trained.data.metrics
+    in_exp = {**env, "DVC_EXP_NAME": "try-it", "DVC_EXP_BASELINE_REV": "a" * 40}
+    proc = run(["python", "-m", "src.models.evaluate_model"], repo, env=in_exp)
+    assert "did not retrain" in proc.stderr, proc.stderr[-2000:]
+    assert "n_test" not in client.get_run(trained.info.run_id).data.metrics
+    run(["python", "-m", "src.models.evaluate_model"], repo, env=env)
+    assert_test_metrics_on_training_run(mlflow_server, repo, experiment)
+
+
 def test_evaluate_fails_in_one_line_when_the_server_has_no_training_run(mlflow_server, repo):
     scores = repo / "metrics" / "scores.json"
     before = scores.read_bytes()
