@@ -4,6 +4,9 @@ min/max bounds of the version's task family), the release's alias, and params.ya
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from src.models.registry import (
@@ -142,3 +145,28 @@ def test_params_registry_block_is_typed_with_one_line_per_key(params):
         )
     with pytest.raises(ParamsError, match="registry.model_nam: unknown key"):
         check({**base, "registry": {"model_nam": "m"}})
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    from src.config import ROOT
+    from tests.repo_tools import venv_env
+
+    return subprocess.run(
+        [sys.executable, "-m", "src.models.registry", *args],
+        cwd=ROOT,
+        env=venv_env(ROOT),  # without MLFLOW_TRACKING_URI
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_without_a_server_register_skips_and_promote_refuses():
+    """The journey without MLflow: the release's `make register` is a notice, exit 0; a
+    promotion asked for by hand is an error naming what is missing."""
+    skipped = cli("register")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "register skipped: MLFLOW_TRACKING_URI is not set" in skipped.stdout
+    refused = cli("promote", "--version", "1", "--alias", "production")
+    assert refused.returncode == 1
+    errors = [line for line in refused.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "MLFLOW_TRACKING_URI is not set" in errors[0]
