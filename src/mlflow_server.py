@@ -154,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     # `mlflow server` starts its workers by name (uvicorn/gunicorn): this venv's, first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    # MLflow 3 also starts a job runner (a huey consumer per job kind: 6 more processes seen
-    # here) for its GenAI jobs (trace scoring, prompt optimisation), none of which tracking
-    # and the registry use. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true turns it back on.
+    # MLflow 3 also starts a job runner (a huey consumer per job kind) for its GenAI jobs
+    # (trace scoring, prompt optimisation), none of which tracking and the registry use.
+    # Measured here, one worker: 10 processes and 1308 MB RSS with it, 2 and 506 MB without.
+    # MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true turns it back on.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     cmd = server_command(env)
     check_backend(env["MLFLOW_BACKEND_STORE_URI"])
