@@ -85,6 +85,11 @@ ARG VCS_REF=unknown
 ARG BUILD_DATE=""
 ARG MODEL_SHA256=unknown
 ARG ONNX_SHA256=unknown
+# The model registry's version this image was built for (make register in the release;
+# empty without a team MLflow server: /metadata then says null)
+ARG REGISTERED_MODEL_NAME=""
+ARG REGISTERED_MODEL_VERSION=""
+ARG REGISTERED_MODEL_ALIAS=""
 LABEL org.opencontainers.image.title="mloperation-predictor" \
       org.opencontainers.image.description="MLOperation predictor: Flask + gunicorn + ONNX Runtime, trained model baked in" \
       org.opencontainers.image.licenses="MIT" \
@@ -93,6 +98,13 @@ LABEL org.opencontainers.image.title="mloperation-predictor" \
       org.opencontainers.image.created="${BUILD_DATE}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       io.mloperation.model.sha256="${MODEL_SHA256}" \
-      io.mloperation.model.onnx.sha256="${ONNX_SHA256}"
-# GET /metadata's git_commit (model.json records none: the same model exports to the same bytes)
-ENV GIT_COMMIT="${VCS_REF}"
+      io.mloperation.model.onnx.sha256="${ONNX_SHA256}" \
+      io.mloperation.registry.name="${REGISTERED_MODEL_NAME}" \
+      io.mloperation.registry.version="${REGISTERED_MODEL_VERSION}" \
+      io.mloperation.registry.alias="${REGISTERED_MODEL_ALIAS}"
+# GET /metadata's git_commit (model.json records none: the same model exports to the same
+# bytes) and its registry block
+ENV GIT_COMMIT="${VCS_REF}" \
+    REGISTERED_MODEL_NAME="${REGISTERED_MODEL_NAME}" \
+    REGISTERED_MODEL_VERSION="${REGISTERED_MODEL_VERSION}" \
+    REGISTERED_MODEL_ALIAS="${REGISTERED_MODEL_ALIAS}"

@@ -100,6 +100,25 @@ format: $(DEV_STAMP) ## Format and autofix with ruff
 mlflow-ui: $(RUN_STAMP) ## Browse the local MLflow runs on http://127.0.0.1:5000
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
+# --- Team MLflow server and model registry (src/mlflow_server.py, src/models/registry.py) --
+.PHONY: mlflow-server register promote registry
+
+mlflow-server: $(RUN_STAMP) ## Team MLflow server: MLFLOW_BACKEND_STORE_URI (PostgreSQL), MLFLOW_ARTIFACTS_DESTINATION (s3://...)
+	python -m src.mlflow_server
+
+register: $(RUN_STAMP) ## Register models/model.joblib as a version of registry.model_name (needs MLFLOW_TRACKING_URI, else skipped)
+	python -m src.models.registry register $${ALIAS:+--alias "$$ALIAS"}
+
+# VERSION, ALIAS, IMAGE_REF, IMAGE_DIGEST: from the environment (make puts command-line
+# variables there); the release passes the pushed image and its digest.
+promote: $(RUN_STAMP) ## Point ALIAS at VERSION if its metrics pass the gate, e.g. make promote VERSION=3 ALIAS=production
+	@test -n "$${VERSION:-}" -a -n "$${ALIAS:-}" || { echo "make promote: set VERSION and ALIAS, e.g. make promote VERSION=3 ALIAS=production" >&2; exit 2; }
+	python -m src.models.registry promote --version "$$VERSION" --alias "$$ALIAS" \
+	  $${IMAGE_REF:+--image "$$IMAGE_REF"} $${IMAGE_DIGEST:+--digest "$$IMAGE_DIGEST"}
+
+registry: $(RUN_STAMP) ## List the registered versions, their aliases and whether they pass the gate
+	python -m src.models.registry show
+
 bench-pipeline: $(DEV_STAMP) ## Benchmark the pipeline; writes reports/bench/pipeline.json
 	python -m benchmarks.pipeline
 

@@ -80,6 +80,20 @@ def _metadata(model: ServingModel, settings: Settings) -> dict[str, Any]:
             "max_body_bytes": settings.max_body_bytes,
         },
         "constant_model": settings.constant_model,
+        "registry": _registry_metadata(os.environ),
+    }
+
+
+def _registry_metadata(env: Mapping[str, str]) -> dict[str, Any]:
+    """The model registry's name, version and alias this image was built for (build args
+    baked in by the release's `make register`; README, "Team MLflow server and model
+    registry"). Each is null when the image was built without a registry: never guessed.
+    The alias is the one the release set; the registry itself says where aliases are now."""
+    version = env.get("REGISTERED_MODEL_VERSION") or ""
+    return {
+        "name": env.get("REGISTERED_MODEL_NAME") or None,
+        "version": int(version) if version.isdigit() else None,
+        "alias": env.get("REGISTERED_MODEL_ALIAS") or None,
     }
 
 

@@ -562,9 +562,9 @@ def report_pushed(pushed: Mapping[str, str], tags: list[str], env: Mapping[str, 
             t.rpartition(":")[2] for t in tags if repository_of(t) == repository
         )
         annotate("notice", "image pushed", f"{repository}@{digest} (tags: {version_tags})", env)
-    if env.get("GITHUB_OUTPUT"):
+    if env.get("GITHUB_OUTPUT"):  # the registry's version is tagged with both (make promote)
         with open(env["GITHUB_OUTPUT"], "a", encoding="utf-8") as out:
-            out.write(f"digest={next(iter(pushed.values()))}\n")
+            out.write(f"digest={next(iter(pushed.values()))}\nimage={tags[0]}\n")
     if env.get("GITHUB_STEP_SUMMARY"):
         with open(env["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as out:
             out.write("### Image pushed\n\n| image | digest |\n|---|---|\n")

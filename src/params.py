@@ -189,6 +189,45 @@ class GateParams(GateRules):
     regression: GateRules | None = setting("null or a mapping of min, max, max_drop", None)
 
 
+# MLflow model registry names: letters, digits and `_.-` (safe in `models:/NAME@ALIAS`
+# URIs and in the registry's search filters). Aliases: MLflow refuses `latest` and `vN`.
+REGISTERED_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$"
+ALIAS = r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$"
+_ALIAS_TEXT = "an alias: a letter or _, then letters, digits, _ or - (not latest, not v<number>)"
+
+
+class RegistryParams(Section):
+    """The model registry of the team MLflow server (src/models/registry.py; not a stage)."""
+
+    model_name: Annotated[str, Field(pattern=REGISTERED_NAME)] = setting(
+        "a registered model name: letters, digits, _ . - (at most 256 characters)"
+    )
+    branch_alias: Annotated[str, Field(pattern=ALIAS)] = setting(_ALIAS_TEXT, "candidate")
+    tag_alias: Annotated[str, Field(pattern=ALIAS)] = setting(_ALIAS_TEXT, "production")
+
+
+def alias_problem(alias: str) -> str | None:
+    """Why MLflow would refuse `alias` as a model alias, or None."""
+    if not re.fullmatch(ALIAS, alias):
+        return f"{show(alias)}: must be {_ALIAS_TEXT}"
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        return f"{show(alias)}: reserved by MLflow (latest, v<number>): must be {_ALIAS_TEXT}"
+    return None
+
+
+def registry_problems(registry: dict[str, Any]) -> list[tuple[str, str]]:
+    """The registry block's aliases: not reserved by MLflow, and not both the same."""
+    problems = [
+        (f"registry.{key}", problem)
+        for key in ("branch_alias", "tag_alias")
+        if key in registry and (problem := alias_problem(registry[key]))
+    ]
+    branch, tag = registry.get("branch_alias", "candidate"), registry.get("tag_alias", "production")
+    if not problems and branch == tag:
+        problems.append(("registry.tag_alias", f"{show(tag)}: must differ from branch_alias"))
+    return problems
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -202,6 +241,9 @@ class Params(Section):
     gate: GateParams | None = setting(
         "null or a mapping of task families (classification, regression) to min/max/max_drop",
         None,
+    )
+    registry: RegistryParams | None = setting(
+        "null or a mapping: model_name, branch_alias, tag_alias", None
     )
 
 
@@ -434,6 +476,8 @@ def check(params: Any, source: str = "params.yaml") -> None:
             problems += train_problems(params["train"], family, params["base"]["random_state"])
     if valid.get("gate") and params.get("gate"):
         problems += gate_problems(params["gate"])
+    if valid.get("registry") and params.get("registry"):
+        problems += registry_problems(params["registry"])
     if problems:
         raise ParamsError(problems, source)
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +163,92 @@ def docker_registry(storage: Path, timeout: float = 30) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def postgres_bin(name: str) -> str:
+    """A PostgreSQL server program: on PATH, else Debian's /usr/lib/postgresql/<major>/bin
+    (the `postgresql` package puts only the client wrappers on PATH)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not candidates:
+        raise FileNotFoundError(
+            f"{name} is missing: install Debian's postgresql (scripts/ci/install-system-deps.sh)"
+        )
+    return str(candidates[-1])
+
+
+@contextlib.contextmanager
+def postgres(timeout: float = 60) -> Iterator[str]:
+    """A throwaway PostgreSQL server (Debian's, initdb in a temporary folder) on loopback,
+    on its own port and socket folder: yields a SQLAlchemy URI of its database `mlflow`.
+
+    PostgreSQL refuses to run as root: as root it runs as the `postgres` user the Debian
+    package creates (runuser), in a folder that user owns."""
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="mlops-pg-"))  # /tmp/...: reachable by that user
+    data, port = root / "data", free_port()
+    if as_user:
+        shutil.chown(root, "postgres", "postgres")
+    subprocess.run(
+        [
+            *as_user,
+            postgres_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "mlflow",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = postgres_bin("pg_ctl")
+    subprocess.run(
+        [
+            *as_user,
+            pg_ctl,
+            "-D",
+            str(data),
+            "-l",
+            str(root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            [
+                *as_user,
+                postgres_bin("createdb"),
+                "-h",
+                str(root),
+                "-p",
+                str(port),
+                "-U",
+                "mlflow",
+                "mlflow",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
+        )
+        shutil.rmtree(root, ignore_errors=True)

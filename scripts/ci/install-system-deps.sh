@@ -2,11 +2,13 @@
 # System packages the tests and benchmarks need (Debian): headless chromium + its driver
 # for the predictor's browser test, wrk for `make bench-serve`, docker-registry (Docker's
 # registry 2.8) for the release push test on loopback (its service is not started: the
-# test runs `docker-registry serve` with a config of its own). Idempotent: installs only
-# what is missing, so a second run is a no-op.
+# test runs `docker-registry serve` with a config of its own), postgresql (PostgreSQL 15)
+# for the team MLflow server test: it runs initdb/pg_ctl from /usr/lib/postgresql/*/bin
+# on a port and socket folder of its own, not the package's cluster. Idempotent: installs
+# only what is missing, so a second run is a no-op.
 set -euo pipefail
 
-packages=(chromium chromium-driver wrk docker-registry)
+packages=(chromium chromium-driver wrk docker-registry postgresql)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -21,6 +21,10 @@
 #   VCS_REF         org.opencontainers.image.revision (default: GITHUB_SHA, else git HEAD,
 #                   with a "-dirty" suffix when tracked files have uncommitted changes)
 #   MLOPS_BUILDKIT  1 or 0 to force BuildKit or the legacy builder (default: auto)
+#   REGISTERED_MODEL_NAME, REGISTERED_MODEL_VERSION, REGISTERED_MODEL_ALIAS
+#                   the model registry's version this image is built for (`make register`'s
+#                   outputs in the release): io.mloperation.registry.* labels and /metadata's
+#                   `registry`; unset: empty labels, null in /metadata
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -92,6 +96,13 @@ else
     source_url=""
 fi
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+reg_name="${REGISTERED_MODEL_NAME:-}" reg_version="${REGISTERED_MODEL_VERSION:-}" reg_alias="${REGISTERED_MODEL_ALIAS:-}"
+if [ -n "$reg_name$reg_version$reg_alias" ]; then
+    # the same rules as src/params.py (registry names, aliases): the values become labels
+    [[ "$reg_name" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$ ]] || die "REGISTERED_MODEL_NAME='$reg_name' is not a registered model name"
+    [[ "$reg_version" =~ ^[1-9][0-9]{0,9}$ ]] || die "REGISTERED_MODEL_VERSION='$reg_version' is not a version number"
+    [[ -z "$reg_alias" || "$reg_alias" =~ ^[A-Za-z_][A-Za-z0-9_-]{0,254}$ ]] || die "REGISTERED_MODEL_ALIAS='$reg_alias' is not an alias"
+fi
 
 # --- 2. engine and base image --------------------------------------------------------------
 eval "$("$HERE/ensure-dockerd.sh")"
@@ -125,10 +136,13 @@ BUILD_ARGS=(--file Dockerfile --tag "$IMAGE"
     --build-arg "VCS_REF=$vcs_ref"
     --build-arg "BUILD_DATE=$build_date"
     --build-arg "MODEL_SHA256=$model_sha"
-    --build-arg "ONNX_SHA256=$onnx_sha")
+    --build-arg "ONNX_SHA256=$onnx_sha"
+    --build-arg "REGISTERED_MODEL_NAME=$reg_name"
+    --build-arg "REGISTERED_MODEL_VERSION=$reg_version"
+    --build-arg "REGISTERED_MODEL_ALIAS=$reg_alias")
 [ "$buildkit" = 1 ] && BUILD_ARGS+=(--progress=plain)
 
-log "building $IMAGE (base $BASE_IMAGE, revision $vcs_ref, model ${model_sha:0:12}…, builder: $([ "$buildkit" = 1 ] && echo BuildKit || echo legacy))"
+log "building $IMAGE (base $BASE_IMAGE, revision $vcs_ref, model ${model_sha:0:12}…${reg_version:+, registered $reg_name v$reg_version${reg_alias:+@$reg_alias}}, builder: $([ "$buildkit" = 1 ] && echo BuildKit || echo legacy))"
 t0="$(now)"
 DOCKER_BUILDKIT="$buildkit" "$DOCKER" build "${NET_ARGS[@]}" "${BUILD_ARGS[@]}" . >&2 \
     || die "docker build of $IMAGE failed (see above)"

@@ -130,7 +130,9 @@ log "ok   Docker HEALTHCHECK: healthy ${healthy_s} s after docker run"
 summary="$(mktemp)"
 trap 'rm -f "$summary"; cleanup' EXIT
 "$PY" "$HERE/smoke_check.py" "$url" --model "$TRAINED_MODEL" --data "$TEST_DATA" \
-    --model-sha256 "$image_model_sha" --out "$summary" >&2 \
+    --model-sha256 "$image_model_sha" --out "$summary" \
+    --registry "$(label io.mloperation.registry.name)" "$(label io.mloperation.registry.version)" \
+    "$(label io.mloperation.registry.alias)" >&2 \
     || die "the predictor's HTTP answers (see above)"
 
 # --- 3. non-root -----------------------------------------------------------------------------

@@ -227,6 +227,15 @@ def run_checks(args: argparse.Namespace) -> dict[str, Any]:
             f"io.mloperation.model.sha256 {args.model_sha256!r}",
         )
     print(f"ok   GET /metadata -> model_sha256 {str(meta.get('model_sha256'))[:12]}…")
+    if args.registry is not None:  # the image's io.mloperation.registry.* labels
+        name, version, alias = (value or None for value in args.registry)
+        want = {"name": name, "version": int(version) if version else None, "alias": alias}
+        expect(
+            meta.get("registry") == want,
+            f"/metadata registry {meta.get('registry')!r} differs from the image labels "
+            f"io.mloperation.registry.* {want!r}",
+        )
+        print(f"ok   GET /metadata -> registry {want}")
 
     bundle = load_model(args.model)
     if args.tolerance is None:
@@ -317,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--model-sha256", default="", help="expected /metadata model_sha256")
     parser.add_argument("--out", type=Path, help="write a JSON summary here")
+    parser.add_argument(
+        "--registry",
+        nargs=3,
+        metavar=("NAME", "VERSION", "ALIAS"),
+        help="expected /metadata registry (the image's labels; empty strings: null)",
+    )
     args = parser.parse_args(argv)
     try:
         summary = run_checks(args)

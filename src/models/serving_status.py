@@ -39,14 +39,15 @@ def describe(status: dict[str, Any]) -> list[str]:
     return found
 
 
-def stale_reason(root: Any = config.ROOT) -> str | None:
-    """None when models/serving/ is what dvc.lock says; else what differs, in one line."""
+def stale_reason(root: Any = config.ROOT, targets: tuple[str, ...] = ("export",)) -> str | None:
+    """None when the outputs of `targets` (and of the stages before them) are what dvc.lock
+    says; else what differs, in one line."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     try:
         with Repo(str(root)) as repo:
-            status = repo.status(targets=["export"], with_deps=True)
+            status = repo.status(targets=list(targets), with_deps=True)
     except DvcException as exc:
         return f"dvc cannot tell ({type(exc).__name__}: {exc})"
     changes = describe(status)

@@ -156,9 +156,11 @@ def test_release_push_then_pull_by_digest_serves_the_model(
             }
             proc = sh(["make", "docker-publish", f"IMAGE={tested}"], pipeline_repo, publish_env)
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-            (line,) = output.read_text().splitlines()
-            digest = line.removeprefix("digest=")
-            assert digest.startswith("sha256:") and len(digest) == 71, line
+            outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+            assert set(outputs) == {"digest", "image"}, outputs
+            digest = outputs["digest"]
+            assert digest.startswith("sha256:") and len(digest) == 71, outputs
+            assert outputs["image"] == meta["tags"][0].lower()  # tagged on the registry's version
             notice = f"::notice title=image pushed::{image}@{digest} (tags: {', '.join(versions)})"
             assert notice in proc.stdout
             assert all(f"`{image}:{v}` | `{digest}`" in summary.read_text() for v in versions)

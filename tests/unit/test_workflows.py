@@ -221,6 +221,37 @@ def test_release_workflow():
     assert login["with"]["registry"] == "ghcr.io"  # the host of the image names
 
 
+def test_release_registers_before_the_build_and_moves_the_alias_after_the_push():
+    """The model version is registered (and gate-checked for its alias) before an image is
+    built, baked into the build, and its alias moves only once the image is pushed, tagged
+    with that image's reference and digest. Without a server `make register` skips itself
+    and outputs no version, so the promote step does not run."""
+    image = steps(load("release.yml"), "image")
+    order = [s.get("run") or s["uses"].split("@")[0] for s in image]
+    assert order.index("make repro") < order.index("make register")
+    assert order.index("make register") < order.index("make docker-build")
+    assert order.index("make docker-publish") < order.index("make promote")
+    by_run = {s.get("run"): s for s in image if s.get("run")}
+    register, build, promote = (
+        by_run["make register"],
+        by_run["make docker-build"],
+        by_run["make promote"],
+    )
+    for step in (by_run["make repro"], register, promote):
+        assert step["env"]["MLFLOW_TRACKING_URI"] == "${{ vars.MLFLOW_TRACKING_URI }}"
+        assert step["env"]["MLFLOW_TRACKING_TOKEN"] == "${{ secrets.MLFLOW_TRACKING_TOKEN }}"
+    assert build["env"] == {
+        f"REGISTERED_MODEL_{key.upper()}": f"${{{{ steps.{register['id']}.outputs.{key} }}}}"
+        for key in ("name", "version", "alias")
+    }
+    assert promote["if"] == f"${{{{ steps.{register['id']}.outputs.version != '' }}}}"
+    publish = by_run["make docker-publish"]
+    assert promote["env"]["IMAGE_REF"] == f"${{{{ steps.{publish['id']}.outputs.image }}}}"
+    assert promote["env"]["IMAGE_DIGEST"] == f"${{{{ steps.{publish['id']}.outputs.digest }}}}"
+    assert promote["env"]["VERSION"] == f"${{{{ steps.{register['id']}.outputs.version }}}}"
+    assert promote["env"]["ALIAS"] == f"${{{{ steps.{register['id']}.outputs.alias }}}}"
+
+
 def test_release_restores_no_cache_and_reads_secrets_only_in_its_environment():
     """What the release installs is published: nothing comes from a cache (zizmor's
     cache-poisoning); the DVC remote's keys are the `release` environment's secrets."""
