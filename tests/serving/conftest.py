@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,9 @@ def rewrite_export(
         manifest[CHECKSUM_KEY] = manifest_checksum(manifest)
     (dest / "model.onnx").write_bytes(graph)
     (dest / "model.json").write_text(json.dumps(manifest, indent=2))
+    reference = source / manifest["drift_reference"]["file"]
+    if reference.is_file():
+        shutil.copyfile(reference, dest / reference.name)
     return dest
 
 
