@@ -4,6 +4,7 @@ Side by side in one run, on loopback, with the same worker count (2) and the sam
 generator (wrk, keep-alive connections):
   * ours      - gunicorn -c gunicorn.conf.py serving models/serving (ONNX), as shipped;
   * floor     - the same server with CONSTANT_MODEL=1 (fixed answer: the HTTP stack's cost);
+  * nodrift   - the same server with DRIFT_TRACKING=0 (no drift counting: its overhead);
   * mlflow    - `mlflow models serve --env-manager local -w 2` serving the model the train
                 stage logged to MLflow (the same fitted pipeline, run id in models/model.joblib).
 Measures requests/s and p50/p99 latency for one-row requests at 1, 8 and 32 connections,
@@ -13,7 +14,8 @@ rounds; the table shows medians and ratios of medians.
 
 Targets: one-row throughput at 8 and 32 connections >= 10x MLflow, p99 at 8 connections
 <= 1/10 of MLflow's, batch rows/s >= 5x, one-row throughput at 8 connections >= 50% of
-the floor, cold start <= 2 s, total RSS <= 300 MB with 2 workers.
+the floor, cold start <= 2 s, total RSS <= 300 MB with 2 workers; one-row throughput at
+1 and 8 connections with drift tracking on >= 95 % of it off (nodrift).
 """
 
 from __future__ import annotations
@@ -293,6 +295,9 @@ def main() -> None:
     servers = {
         "ours": Server("ours", gunicorn, ours_env, "/predict", work),
         "floor": Server("floor", gunicorn, {**ours_env, "CONSTANT_MODEL": "1"}, "/predict", work),
+        "nodrift": Server(
+            "nodrift", gunicorn, {**ours_env, "DRIFT_TRACKING": "0"}, "/predict", work
+        ),
         "mlflow": Server(
             "mlflow",
             [
@@ -317,7 +322,7 @@ def main() -> None:
             work,
         ),
     }
-    kind_of = {"ours": "ours", "floor": "ours", "mlflow": "mlflow"}
+    kind_of = {"ours": "ours", "floor": "ours", "nodrift": "ours", "mlflow": "mlflow"}
     scenarios = [("one", c) for c in ONE_ROW_CONNECTIONS] + [("batch", BATCH_CONNECTIONS)]
     runs: dict[str, list[dict]] = {}
     cold: dict[str, list[float]] = {"ours": [], "mlflow": []}
@@ -328,8 +333,9 @@ def main() -> None:
             for name in ("ours", "mlflow"):  # a fresh start, timed, every round
                 servers[name].stop()
                 cold[name].append(servers[name].start(files[kind_of[name], "one"].read_bytes()))
-            if servers["floor"].proc is None:
-                servers["floor"].start(files["ours", "one"].read_bytes())
+            for name in ("floor", "nodrift"):
+                if servers[name].proc is None:
+                    servers[name].start(files["ours", "one"].read_bytes())
             if r == 0:  # both answer the sample record as scikit-learn does in-process
                 for name in ("ours", "mlflow"):
                     status, body = post(servers[name].url, files[name, "one"].read_bytes())
@@ -341,7 +347,8 @@ def main() -> None:
                         same = got == want
                     if status != 200 or not same:
                         raise SystemExit(f"{name} answered {status} {got}, sklearn {expected[0]}")
-            order = ["ours", "mlflow", "floor"][r % 3 :] + ["ours", "mlflow", "floor"][: r % 3]
+            names = ["ours", "mlflow", "floor", "nodrift"]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for shape, conns in scenarios:
                 for name in order:  # interleaved, the order rotating from round to round
                     if name == "floor" and shape == "batch":
@@ -405,6 +412,9 @@ def summarize(runs: dict, cold: dict, memory: dict) -> dict:
         "p99_c8_vs_mlflow": medians[ours.format(8)]["p99_ms"] / medians[ml.format(8)]["p99_ms"],
         "batch_rows_vs_mlflow": medians["ours" + batch]["rps"] / medians["mlflow" + batch]["rps"],
         "rps_c8_vs_own_floor": medians[ours.format(8)]["rps"] / medians[floor.format(8)]["rps"],
+        # drift tracking on (ours) vs off (nodrift): its cost per request
+        "rps_c1_vs_drift_off": medians[ours.format(1)]["rps"] / medians["nodrift/one/c1"]["rps"],
+        "rps_c8_vs_drift_off": medians[ours.format(8)]["rps"] / medians["nodrift/one/c8"]["rps"],
     }
     ratios = {k: round(v, 3) for k, v in ratios.items()}
     cold_s = {k: _median(v) for k, v in cold.items()}
@@ -414,6 +424,8 @@ def summarize(runs: dict, cold: dict, memory: dict) -> dict:
         "p99_c8_vs_mlflow <= 0.1": ratios["p99_c8_vs_mlflow"] <= 0.1,
         "batch_rows_vs_mlflow >= 5": ratios["batch_rows_vs_mlflow"] >= 5,
         "rps_c8_vs_own_floor >= 0.5": ratios["rps_c8_vs_own_floor"] >= 0.5,
+        "rps_c1_vs_drift_off >= 0.95": ratios["rps_c1_vs_drift_off"] >= 0.95,
+        "rps_c8_vs_drift_off >= 0.95": ratios["rps_c8_vs_drift_off"] >= 0.95,
         "cold_start_s <= 2": cold_s["ours"] <= 2,
         "rss_mb <= 300": memory["ours"]["rss_mb"] <= 300,
         "zero errors": all(m["errors"] == 0 for k, m in medians.items() if k.startswith("ours")),
@@ -462,6 +474,10 @@ def print_table(result: dict) -> None:
             )
         )
     print(f"own floor: ours/floor at c8 = {r['rps_c8_vs_own_floor']:.2f}")
+    print(
+        f"drift tracking on/off: c1 = {r['rps_c1_vs_drift_off']:.3f}, "
+        f"c8 = {r['rps_c8_vs_drift_off']:.3f}"
+    )
     for target, ok in result["targets_met"].items():
         print(f"  [{'PASS' if ok else 'FAIL'}] {target}")
 
