@@ -133,9 +133,11 @@ class DriftMonitor:
         if self._dir is None:
             return self._memory
         try:
-            return json.loads((self._dir / WINDOW_FILE).read_text())
-        except FileNotFoundError:
+            state = json.loads((self._dir / WINDOW_FILE).read_text())
+        except (FileNotFoundError, ValueError):  # absent, or not ours: a new window
             return None
+        ok = isinstance(state, dict) and isinstance(state.get("started"), (int, float))
+        return state if ok and isinstance(state.get("baseline"), dict) else None
 
     def _write(self, state: dict[str, Any]) -> None:
         if self._dir is None:

@@ -9,8 +9,8 @@ image's label), POST /predict with one record and with every record of --data as
 prediction, every class probability within --tolerance; regression: every value within
 --tolerance of scikit-learn's, relative to the predictions' standard deviation), that
 rows with categories unseen in training get what `features.unknown_categories` promises
-(scored when ignore, a 422 naming the field when reject), and that a bad record gets a
-4xx JSON error. Runs on the
+(scored when ignore, a 422 naming the field when reject), that a bad record gets a
+4xx JSON error, and that GET /drift counted the records posted. Runs on the
 host with the project's venv (pandas, scikit-learn); needs the repo root on sys.path.
 Prints one line per check; exits 1 naming the first failure; --out gets a JSON summary.
 """
@@ -237,6 +237,15 @@ def run_checks(args: argparse.Namespace) -> dict[str, Any]:
         f"POST /predict with an unknown field: expected a 4xx JSON error, got {status} {error!r}",
     )
     print(f"ok   POST /predict with an unknown field -> {status} with a JSON error")
+
+    # drift counting works in the read-only container (its window file lives in /tmp)
+    status, drift, _ = call(f"{base}/drift")
+    counted = drift.get("records") if isinstance(drift, dict) else None
+    expect(
+        status == 200 and isinstance(counted, int) and counted >= 1 + len(records),
+        f"GET /drift: expected the {1 + len(records)} records posted, got {status} {drift!r}"[:300],
+    )
+    print(f"ok   GET /drift -> {counted} records counted, status {drift['status']!r}")
 
     summary.update(
         rows=len(records),

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
@@ -242,6 +243,11 @@ def test_drift_endpoint_judges_traffic_and_agrees_with_metrics(case):
     post_all(client, records[150:], batch=50)
     body = client.get("/drift").get_json()
     assert body["records"] == 400 and set(body["drifted"]) == changed
+    doc = client.get("/openapi.json").get_json()
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": "#/components/schemas/Drift", "components": doc["components"]}
+    )
+    assert list(validator.iter_errors(body)) == []  # the answer is what the document says
     reference = reference_of(model_dir)
     columns = {f["name"]: [r[f["name"]] for r in records] for f in schema["features"]}
     expected = reference.summarize(reference.count_columns(columns))
