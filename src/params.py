@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from src.config import PARAMS_FILE
+from src.serving.drift import DEFAULT_SETTINGS as _DRIFT
 from src.tasks import DECLARABLE, FAMILIES, TaskError, metric_direction, task_family
 from src.utils import ParamsError, PipelineError, run_cli, setup_logging, show
 
@@ -158,26 +159,36 @@ class ExportParams(Section):
 
 
 class DriftParams(Section):
-    """Drift monitoring (src/serving/drift.py): the export stores the training reference
-    with `bins` and the thresholds (the predictor's /drift judges with those); `make drift`
-    judges a file with the values here."""
+    """Drift monitoring (src/serving/drift.py, its DEFAULT_SETTINGS): the export stores the
+    training reference with `bins` and the thresholds (the predictor's /drift judges with
+    those); `make drift` judges a file with the values here."""
 
     bins: Int = setting(
-        "an integer from 2 to 100 (quantile bins per numeric feature)", 10, ge=2, le=100
+        "an integer from 2 to 100 (quantile bins per numeric feature)", _DRIFT["bins"], ge=2, le=100
     )
     min_records: Int = setting(
         "an integer from 1 to 1000000 (records needed before drift is judged)",
-        200,
+        _DRIFT["min_records"],
         ge=1,
         le=1_000_000,
     )
-    max_psi: Number = setting("a number > 0 (largest PSI not flagged)", 0.2, gt=0)
+    max_psi: Number = setting("a number > 0 (largest PSI not flagged)", _DRIFT["max_psi"], gt=0)
     max_null_rate_change: Number = setting(
-        "a number from 0 to 1 (largest change of a null rate not flagged)", 0.1, ge=0, le=1
+        "a number from 0 to 1 (largest change of a null rate not flagged)",
+        _DRIFT["max_null_rate_change"],
+        ge=0,
+        le=1,
     )
     max_unseen_rate: Number = setting(
-        "a number from 0 to 1 (largest share of unseen categories not flagged)", 0.05, ge=0, le=1
+        "a number from 0 to 1 (largest share of unseen categories not flagged)",
+        _DRIFT["max_unseen_rate"],
+        ge=0,
+        le=1,
     )
+
+
+if set(DriftParams.model_fields) != set(_DRIFT):  # pragma: no cover
+    raise ImportError("DriftParams must have one field per src.serving.drift.DEFAULT_SETTINGS")
 
 
 Bounds = dict[Name, Number]

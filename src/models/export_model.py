@@ -369,13 +369,6 @@ def parity_problems(figures: dict[str, dict[str, Any]], tolerance: float) -> lis
 # -- the export itself ---------------------------------------------------------------------
 
 
-def drift_settings(params_drift: dict[str, Any] | None) -> dict[str, Any]:
-    """params.yaml's `drift:` block with its defaults (src/params.py DriftParams)."""
-    from src.params import DriftParams
-
-    return {**DriftParams().model_dump(), **(params_drift or {})}
-
-
 def drift_reference(schema: dict[str, Any], train: pd.DataFrame, settings: dict[str, Any]) -> bytes:
     """The drift reference of the training frame (src/serving/drift.py), as file bytes:
     indented, sorted JSON, the same bytes for the same data and params."""
@@ -388,11 +381,7 @@ def drift_reference(schema: dict[str, Any], train: pd.DataFrame, settings: dict[
         schema,
         columns,
         bins=int(settings["bins"]),
-        thresholds={
-            "psi": settings["max_psi"],
-            "null_rate": settings["max_null_rate_change"],
-            "unseen_rate": settings["max_unseen_rate"],
-        },
+        thresholds=drift.thresholds_of(settings),
         min_records=int(settings["min_records"]),
     )
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
@@ -493,7 +482,7 @@ def export(
     is_classifier = schema_task(schema).is_classifier
     onnx_bytes, inputs = convert_pipeline(pipeline, schema, is_classifier)
     train = frames["train"] if "train" in frames else next(iter(frames.values()))
-    reference = drift_reference(schema, train, drift_settings(drift_params))
+    reference = drift_reference(schema, train, drift.settings(drift_params))
     onnx_bytes, manifest = seal(
         onnx_bytes, build_manifest(bundle, onnx_bytes, inputs, model_sha256, reference)
     )

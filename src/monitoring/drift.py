@@ -32,14 +32,24 @@ from pandas.api import types as ptypes
 from src import config
 from src.data.make_dataset import read_table
 from src.features.schema import NUMERIC, to_model_frame
-from src.models.export_model import SERVING_DIR, drift_settings
-from src.serving.drift import DRIFT, INSUFFICIENT, Reference, ReferenceError, matches_schema
+from src.serving.drift import (
+    DRIFT,
+    INSUFFICIENT,
+    Reference,
+    ReferenceError,
+    matches_schema,
+    thresholds_of,
+)
+from src.serving.drift import (
+    settings as drift_settings,
+)
 from src.serving.manifest import ModelLoadError, drift_reference_bytes, read_model_dir
 from src.utils import PipelineError, current_umask, load_params, run_cli
 
 log = logging.getLogger(__name__)
 
 OUT_DIR = config.REPORTS_DIR / "drift"
+SERVING_DIR = config.MODELS_DIR / "serving"
 EXIT_DRIFT = 1
 EXIT_BAD_INPUT = 65  # sysexits.h EX_DATAERR
 
@@ -218,13 +228,8 @@ def run(input_path: Path, model_dir: Path, params: dict[str, Any], out_dir: Path
             f"{input_path}: {len(frame)} rows; drift is judged on at least "
             f"{settings['min_records']} (params.yaml drift.min_records)"
         )
-    thresholds = {
-        "psi": float(settings["max_psi"]),
-        "null_rate": float(settings["max_null_rate_change"]),
-        "unseen_rate": float(settings["max_unseen_rate"]),
-    }
     summary = reference.summarize(
-        input_counts(frame, reference, schema), thresholds, settings["min_records"]
+        input_counts(frame, reference, schema), thresholds_of(settings), settings["min_records"]
     )
     report = write_report(summary, str(input_path), out_dir)
     if summary["drifted"]:

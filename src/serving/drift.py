@@ -54,7 +54,29 @@ NUMERIC, CATEGORICAL = "numeric", "categorical"
 NULL, UNSEEN = "null", "unseen"
 OK, DRIFT, INSUFFICIENT = "ok", "drift", "insufficient data"
 THRESHOLD_KEYS = ("psi", "null_rate", "unseen_rate")
+# params.yaml `drift:` (typed in src/params.py DriftParams), when a key is absent
+DEFAULT_SETTINGS = {
+    "bins": 10,
+    "min_records": 200,
+    "max_psi": 0.2,
+    "max_null_rate_change": 0.1,
+    "max_unseen_rate": 0.05,
+}
 DECIMALS = 6
+
+
+def settings(params_drift: Mapping[str, Any] | None) -> dict[str, Any]:
+    """params.yaml's `drift:` block (checked by src.params) completed with the defaults."""
+    return {**DEFAULT_SETTINGS, **(params_drift or {})}
+
+
+def thresholds_of(settings: Mapping[str, Any]) -> dict[str, float]:
+    """The summary's thresholds from `drift:` settings."""
+    return {
+        "psi": float(settings["max_psi"]),
+        "null_rate": float(settings["max_null_rate_change"]),
+        "unseen_rate": float(settings["max_unseen_rate"]),
+    }
 
 
 class ReferenceError(ValueError):

@@ -50,7 +50,8 @@ def serving_dir(bundle, split, params, tmp_path_factory) -> Path:
     """The session's in-memory model, exported as the pipeline's export stage does."""
     out = tmp_path_factory.mktemp("serving") / "model"
     tolerance = parity_tolerance(params, bundle["schema"])
-    export(bundle, out, {"train": split[0], "test": split[1]}, tolerance, "0" * 64)
+    frames = {"train": split[0], "test": split[1]}
+    export(bundle, out, frames, tolerance, "0" * 64, drift_params=params.get("drift"))
     return out
 
 
