@@ -19,7 +19,7 @@ MODEL ?= models/model.joblib
 OUT ?= reports/predictions.csv
 
 .PHONY: help setup setup-dev schema check-params data features train evaluate repro predict test \
-        test-fast test-datasets lint format clean mlflow-ui bench-pipeline bench-report
+        test-fast test-datasets lint format clean mlflow-ui bench-pipeline bench-report drift
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -124,6 +124,11 @@ bench-pipeline: $(DEV_STAMP) ## Benchmark the pipeline; writes reports/bench/pip
 
 bench-report: $(DEV_STAMP) ## Time the PR report's paired bootstrap and build_report (86 and 10k rows); reports/bench/report.json
 	python -m benchmarks.report
+
+# INPUT is read from the environment (see `schema`): any file name reaches Python unmangled.
+drift: $(RUN_STAMP) ## Drift of INPUT=file.csv|.parquet vs the training data: reports/drift/report.md; exit 1 on drift
+	@test -n "$${INPUT:-}" || { echo "make drift: set INPUT, e.g. make drift INPUT=data/external/last_week.csv" >&2; exit 2; }
+	python -m src.monitoring.drift --input "$$INPUT"
 
 # --- The predictor (flask_app/, gunicorn.conf.py; docs/serving.md) ----------------------
 .PHONY: serve bench-serve bench-peers bench-slow-clients

@@ -40,8 +40,8 @@ def _metrics_dir() -> str:
         path = Path(given)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            for old in path.glob("*.db"):
-                old.unlink()
+            for old in [*path.glob("*.db"), *path.glob("drift-window.json")]:
+                old.unlink()  # counters, and the drift window based on them
         except OSError as exc:
             print(
                 f"mloperation predictor: cannot start: PROMETHEUS_MULTIPROC_DIR={given!r}: "

@@ -7,6 +7,7 @@ generator (wrk, keep-alive connections):
   * gthread   - the same server with GUNICORN_WORKER_CLASS=gthread (4 threads per worker):
                 gunicorn's threaded worker, the default before gevent (which bounds the time
                 to read headers and bodies, see benchmarks/slow_clients.py);
+  * nodrift   - the same server with DRIFT_TRACKING=0 (no drift counting: its overhead);
   * mlflow    - `mlflow models serve --env-manager local -w 2` serving the model the train
                 stage logged to MLflow (the same fitted pipeline, run id in models/model.joblib).
 Measures requests/s and p50/p99 latency for one-row requests at 1, 8 and 32 connections,
@@ -18,7 +19,8 @@ Targets: one-row throughput at 8 and 32 connections >= 10x MLflow, p99 at 8 conn
 <= 1/10 of MLflow's, batch rows/s >= 5x, one-row throughput at 8 connections >= 50% of
 the floor, cold start <= 2 s, total RSS <= 300 MB with 2 workers; one-row (8 and 32
 connections) and batch throughput of the default gevent worker >= 95 % of gthread's (no
-drop for the slow-client protection). A first, unrecorded round warms every server up.
+drop for the slow-client protection); one-row throughput at 1 and 8 connections with drift
+tracking on >= 95 % of it off (nodrift). A first, unrecorded round warms every server up.
 """
 
 from __future__ import annotations
@@ -301,6 +303,9 @@ def main() -> None:
         "gthread": Server(
             "gthread", gunicorn, {**ours_env, "GUNICORN_WORKER_CLASS": "gthread"}, "/predict", work
         ),
+        "nodrift": Server(
+            "nodrift", gunicorn, {**ours_env, "DRIFT_TRACKING": "0"}, "/predict", work
+        ),
         "mlflow": Server(
             "mlflow",
             [
@@ -325,8 +330,9 @@ def main() -> None:
             work,
         ),
     }
-    kind_of = {"ours": "ours", "floor": "ours", "gthread": "ours", "mlflow": "mlflow"}
-    always_on = ("floor", "gthread")  # started once; ours and mlflow restart every round
+    kind_of = {"ours": "ours", "floor": "ours", "gthread": "ours", "nodrift": "ours"}
+    kind_of["mlflow"] = "mlflow"
+    always_on = ("floor", "gthread", "nodrift")  # started once; ours, mlflow every round
     scenarios = [("one", c) for c in ONE_ROW_CONNECTIONS] + [("batch", BATCH_CONNECTIONS)]
     runs: dict[str, list[dict]] = {}
     cold: dict[str, list[float]] = {"ours": [], "mlflow": []}
@@ -353,7 +359,7 @@ def main() -> None:
                         same = got == want
                     if status != 200 or not same:
                         raise SystemExit(f"{name} answered {status} {got}, sklearn {expected[0]}")
-            names = ["ours", "mlflow", "floor", "gthread"]
+            names = ["ours", "mlflow", "floor", "gthread", "nodrift"]
             order = names[r % len(names) :] + names[: r % len(names)]
             for shape, conns in scenarios:
                 for name in order:  # interleaved, the order rotating from round to round
@@ -425,6 +431,9 @@ def summarize(runs: dict, cold: dict, memory: dict) -> dict:
             for c in ONE_ROW_CONNECTIONS
         },
         "batch_rows_vs_gthread": medians["ours" + batch]["rps"] / medians["gthread" + batch]["rps"],
+        # drift tracking on (ours) vs off (nodrift): its cost per request
+        "rps_c1_vs_drift_off": medians[ours.format(1)]["rps"] / medians["nodrift/one/c1"]["rps"],
+        "rps_c8_vs_drift_off": medians[ours.format(8)]["rps"] / medians["nodrift/one/c8"]["rps"],
     }
     ratios = {k: round(v, 3) for k, v in ratios.items()}
     cold_s = {k: _median(v) for k, v in cold.items()}
@@ -434,6 +443,8 @@ def summarize(runs: dict, cold: dict, memory: dict) -> dict:
         "p99_c8_vs_mlflow <= 0.1": ratios["p99_c8_vs_mlflow"] <= 0.1,
         "batch_rows_vs_mlflow >= 5": ratios["batch_rows_vs_mlflow"] >= 5,
         "rps_c8_vs_own_floor >= 0.5": ratios["rps_c8_vs_own_floor"] >= 0.5,
+        "rps_c1_vs_drift_off >= 0.95": ratios["rps_c1_vs_drift_off"] >= 0.95,
+        "rps_c8_vs_drift_off >= 0.95": ratios["rps_c8_vs_drift_off"] >= 0.95,
         "cold_start_s <= 2": cold_s["ours"] <= 2,
         "rss_mb <= 300": memory["ours"]["rss_mb"] <= 300,
         "rps_c8_vs_gthread >= 0.95": ratios["rps_c8_vs_gthread"] >= 0.95,
@@ -491,6 +502,10 @@ def print_table(result: dict) -> None:
         "gevent (default) / gthread: "
         + ", ".join(f"1 row c{c} {r[f'rps_c{c}_vs_gthread']:.2f}" for c in ONE_ROW_CONNECTIONS)
         + f", batch {r['batch_rows_vs_gthread']:.2f}"
+    )
+    print(
+        f"drift tracking on/off: c1 = {r['rps_c1_vs_drift_off']:.3f}, "
+        f"c8 = {r['rps_c8_vs_drift_off']:.3f}"
     )
     for target, ok in result["targets_met"].items():
         print(f"  [{'PASS' if ok else 'FAIL'}] {target}")

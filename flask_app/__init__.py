@@ -3,8 +3,9 @@
     gunicorn -c gunicorn.conf.py          # what `make serve` and the Docker image run
 
 Endpoints: GET /health, GET /ready, GET /metadata, POST /predict, GET /openapi.json,
-GET /metrics, GET / (a form). The model is loaded once, when the app is created; a model
-that cannot be loaded raises ModelLoadError there, so the server never starts half-broken.
+GET /metrics, GET /drift, POST /drift/reset (flask_app/drift.py), GET / (a form). The model
+is loaded once, when the app is created; a model that cannot be loaded raises
+ModelLoadError there, so the server never starts half-broken.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from flask import Flask, Response, g, render_template, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
+from flask_app import drift
 from flask_app.contract import ClientError, RecordChecker, decode_json
 from flask_app.metrics import CONTENT_TYPE, Metrics
 from flask_app.openapi import build_openapi
@@ -36,7 +38,17 @@ __all__ = ["ConfigError", "ModelLoadError", "create_app"]
 log = logging.getLogger("flask_app")
 STATE_KEY = "mloperation"
 JSON = "application/json"
-ENDPOINTS = ("/", "/health", "/ready", "/metadata", "/predict", "/openapi.json", "/metrics")
+ENDPOINTS = (
+    "/",
+    "/health",
+    "/ready",
+    "/metadata",
+    "/predict",
+    "/openapi.json",
+    "/metrics",
+    "/drift",
+    "/drift/reset",
+)
 
 
 @dataclass
@@ -50,6 +62,7 @@ class PredictorState:
     metadata: bytes
     openapi: bytes
     index_html: bytes
+    drift: drift.DriftMonitor | None = None  # None with DRIFT_TRACKING=0
     # Whether the server is shutting down (gunicorn.conf.py's post_fork: after SIGTERM).
     draining: Callable[[], bool] = lambda: False
 
@@ -143,8 +156,18 @@ def create_app(config: Mapping[str, Any] | None = None, *, open_session: bool = 
         openapi=json.dumps(openapi, separators=(",", ":")).encode(),
         index_html=index_html.encode(),
     )
+    if settings.drift_tracking:
+        reference = drift.load_reference(model.source, model.manifest)
+        state.drift = drift.DriftMonitor(
+            reference,
+            state.metrics.registry,
+            state.metrics.multiprocess,
+            settings.drift_window_seconds,
+        )
+        state.metrics.add_collector(drift.DriftCollector(state.drift))
     app.extensions[STATE_KEY] = state
     _register(app, state)
+    drift.register_routes(app, state.drift, settings.drift_reset_token)
     return app
 
 
@@ -278,6 +301,8 @@ def _register(app: Flask, state: PredictorState) -> None:
         if len(body) > state.settings.max_body_bytes:
             raise RequestEntityTooLarge()
         records, _ = checker.records(decode_json(body))
+        if state.drift is not None:
+            state.drift.observe(records)
         labels, proba = _score(model, records)
         if not model.is_classifier:  # regression: {"predictions": [number, ...]}
             if not all(map(math.isfinite, labels)):

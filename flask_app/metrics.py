@@ -79,8 +79,20 @@ class Metrics:
         )
         self._by_class = [self.predictions.labels(c) for c in self.classes]  # 0 until used
         self._info = _ModelInfo(info)
+        self._extra: list = []
         if not self.multiprocess:
             self._registry.register(self._info)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The app's registry, for metrics defined elsewhere (flask_app/drift.py)."""
+        return self._registry
+
+    def add_collector(self, collector) -> None:
+        """A collector computed at each scrape (flask_app/drift.py's gauges)."""
+        self._extra.append(collector)
+        if not self.multiprocess:
+            self._registry.register(collector)
 
     def observe(self, endpoint: str | None, status: int, seconds: float) -> None:
         e = endpoint if endpoint in self.endpoints else OTHER
@@ -100,4 +112,6 @@ class Metrics:
         registry = CollectorRegistry()  # per scrape, as prometheus_client's docs do
         MultiProcessCollector(registry)  # reads PROMETHEUS_MULTIPROC_DIR
         registry.register(self._info)
+        for collector in self._extra:
+            registry.register(collector)
         return generate_latest(registry)

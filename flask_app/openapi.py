@@ -97,7 +97,7 @@ def build_openapi(
             "records (details name the fields and the limit)"
         ),
     }
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "MLOperation predictor",
@@ -232,5 +232,85 @@ def build_openapi(
                     "required": ["error"],
                 },
             }
+        },
+    }
+    doc["paths"].update(drift_paths())
+    doc["components"]["schemas"].update(drift_schemas())
+    return doc
+
+
+def drift_paths() -> dict[str, Any]:
+    """GET /drift and POST /drift/reset (flask_app/drift.py)."""
+    off = _error("Drift tracking is off (DRIFT_TRACKING=0)")
+    return {
+        "/drift": {
+            "get": {
+                "summary": "Per-feature drift of live traffic against the training data "
+                "(PSI, null and unseen-category rates; all workers)",
+                "responses": {"200": _json("Drift", "The current drift window"), "404": off},
+            }
+        },
+        "/drift/reset": {
+            "post": {
+                "summary": "Start a new drift window (Authorization: Bearer DRIFT_RESET_TOKEN)",
+                "security": [{"driftResetToken": []}],
+                "responses": {
+                    "200": _json("Drift", "The new, empty window"),
+                    "401": _error("No or a wrong bearer token"),
+                    "403": _error("The server has no DRIFT_RESET_TOKEN: reset is disabled"),
+                    "404": off,
+                },
+            }
+        },
+    }
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+
+
+def drift_schemas() -> dict[str, Any]:
+    feature = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "type": {"enum": ["numeric", "categorical"]},
+            "status": {"enum": ["ok", "drift", "insufficient data"]},
+            "records": {"type": "integer", "minimum": 0},
+            "psi": _NUMBER_OR_NULL,
+            "null_rate": _NUMBER_OR_NULL,
+            "reference_null_rate": {"type": "number"},
+            "unseen_rate": _NUMBER_OR_NULL,
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "bins": {"type": "array", "items": {"type": "string"}},
+            "observed": {"type": "array", "items": {"type": "number"}},
+            "reference": {"type": "array", "items": {"type": "number"}},
+        },
+        "required": ["name", "type", "status", "records", "psi", "null_rate", "reasons"],
+    }
+    window = {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["ok", "drift", "insufficient data"]},
+            "drifted": {"type": "array", "items": {"type": "string"}},
+            "records": {"type": "integer", "minimum": 0},
+            "statistic": {"type": "object"},
+            "thresholds": {"type": "object"},
+            "min_records": {"type": "integer"},
+            "window": {"type": "object"},
+            "features": {"type": "array", "items": feature},
+        },
+        "required": ["status", "drifted", "records", "features", "window"],
+    }
+    return {
+        "DriftWindow": window,
+        "Drift": {
+            **window,
+            "properties": {
+                **window["properties"],
+                "previous_window": {
+                    "oneOf": [{"$ref": "#/components/schemas/DriftWindow"}, {"type": "null"}]
+                },
+            },
+            "required": [*window["required"], "previous_window"],
         },
     }

@@ -24,14 +24,19 @@ class Settings:
     max_body_bytes: int = 1 << 20  # 1 MiB: a 1000-record batch is ~150 KB
     constant_model: bool = False  # benchmark switch: fixed answer, no inference
     body_timeout: int = 10  # seconds a client may take to send a request body (then 408)
+    # Drift of live inputs (flask_app/drift.py, docs/serving.md "Drift"):
+    drift_tracking: bool = True  # count /predict records into the training reference's bins
+    drift_window_seconds: int = 3600  # close the /drift window after this long; 0: never
+    drift_reset_token: str | None = None  # bearer token of POST /drift/reset; None: refused
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
         """MODEL_DIR (or MODEL_PATH), MAX_BATCH_SIZE, MAX_BODY_BYTES, BODY_TIMEOUT,
-        CONSTANT_MODEL from the environment, then from `overrides`."""
+        CONSTANT_MODEL, DRIFT_TRACKING, DRIFT_WINDOW_SECONDS, DRIFT_RESET_TOKEN from the
+        environment, then from `overrides`."""
         values: dict[str, Any] = {
             k: v
-            for k in ("MODEL_PATH", "MODEL_DIR", *_INTS, "CONSTANT_MODEL")
+            for k in ("MODEL_PATH", "MODEL_DIR", *_INTS, "CONSTANT_MODEL", *_DRIFT)
             if (v := os.environ.get(k)) not in (None, "")
         }
         values.update(overrides or {})
@@ -44,6 +49,14 @@ class Settings:
                 kwargs[field] = _positive_int(key, values[key])
         if "CONSTANT_MODEL" in values:
             kwargs["constant_model"] = _flag("CONSTANT_MODEL", values["CONSTANT_MODEL"])
+        if "DRIFT_TRACKING" in values:
+            kwargs["drift_tracking"] = _flag("DRIFT_TRACKING", values["DRIFT_TRACKING"])
+        if "DRIFT_WINDOW_SECONDS" in values:
+            kwargs["drift_window_seconds"] = _seconds(
+                "DRIFT_WINDOW_SECONDS", values["DRIFT_WINDOW_SECONDS"]
+            )
+        if "DRIFT_RESET_TOKEN" in values:
+            kwargs["drift_reset_token"] = _token(values["DRIFT_RESET_TOKEN"])
         return cls(**kwargs)
 
 
@@ -52,6 +65,29 @@ _INTS = {
     "MAX_BODY_BYTES": "max_body_bytes",
     "BODY_TIMEOUT": "body_timeout",
 }
+
+
+_DRIFT = ("DRIFT_TRACKING", "DRIFT_WINDOW_SECONDS", "DRIFT_RESET_TOKEN")
+MIN_TOKEN = 16  # characters of DRIFT_RESET_TOKEN: not a guessable word
+
+
+def _token(value: Any) -> str:
+    text = str(value)
+    if len(text) < MIN_TOKEN or not text.isprintable() or " " in text:
+        raise ConfigError(
+            f"DRIFT_RESET_TOKEN must be at least {MIN_TOKEN} printable characters, no spaces"
+        )
+    return text
+
+
+def _seconds(key: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not an integer") from None
+    if number < 0:
+        raise ConfigError(f"{key}={value!r} must be 0 (no window) or more")
+    return number
 
 
 def _positive_int(key: str, value: Any) -> int:

@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from src.config import PARAMS_FILE
+from src.serving.drift import DEFAULT_SETTINGS as _DRIFT
 from src.tasks import DECLARABLE, FAMILIES, TaskError, metric_direction, task_family
 from src.utils import ParamsError, PipelineError, run_cli, setup_logging, show
 
@@ -157,6 +158,39 @@ class ExportParams(Section):
     probe_records: Int = setting("an integer from 1 to 100000", None, ge=1, le=100_000)
 
 
+class DriftParams(Section):
+    """Drift monitoring (src/serving/drift.py, its DEFAULT_SETTINGS): the export stores the
+    training reference with `bins` and the thresholds (the predictor's /drift judges with
+    those); `make drift` judges a file with the values here."""
+
+    bins: Int = setting(
+        "an integer from 2 to 100 (quantile bins per numeric feature)", _DRIFT["bins"], ge=2, le=100
+    )
+    min_records: Int = setting(
+        "an integer from 1 to 1000000 (records needed before drift is judged)",
+        _DRIFT["min_records"],
+        ge=1,
+        le=1_000_000,
+    )
+    max_psi: Number = setting("a number > 0 (largest PSI not flagged)", _DRIFT["max_psi"], gt=0)
+    max_null_rate_change: Number = setting(
+        "a number from 0 to 1 (largest change of a null rate not flagged)",
+        _DRIFT["max_null_rate_change"],
+        ge=0,
+        le=1,
+    )
+    max_unseen_rate: Number = setting(
+        "a number from 0 to 1 (largest share of unseen categories not flagged)",
+        _DRIFT["max_unseen_rate"],
+        ge=0,
+        le=1,
+    )
+
+
+if set(DriftParams.model_fields) != set(_DRIFT):  # pragma: no cover
+    raise ImportError("DriftParams must have one field per src.serving.drift.DEFAULT_SETTINGS")
+
+
 Bounds = dict[Name, Number]
 DropBounds = dict[Name, Annotated[Number, Field(ge=0)]]
 _METRICS = "a mapping of metric name (a key of metrics/scores.json) to a number"
@@ -238,6 +272,10 @@ class Params(Section):
     train: TrainParams = setting("a mapping: model_type and the model's hyperparameters")
     evaluate: EvaluateParams = setting("a mapping: permutation_repeats")
     export: ExportParams | None = setting("null or a mapping of the export's parity checks", None)
+    drift: DriftParams | None = setting(
+        "null or a mapping: bins, min_records, max_psi, max_null_rate_change, max_unseen_rate",
+        None,
+    )
     gate: GateParams | None = setting(
         "null or a mapping of task families (classification, regression) to min/max/max_drop",
         None,

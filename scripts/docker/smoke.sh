@@ -10,7 +10,8 @@
 #   2. GET /health, GET /ready, GET /metadata (model hash = the image label), POST /predict
 #      with one record and with the test set as a batch: labels equal to the pipeline's
 #      scikit-learn model (models/model.joblib) run in-process on the host, probabilities
-#      within 1e-5 (scripts/docker/smoke_check.py); a bad record gets a 4xx;
+#      within 1e-5 (scripts/docker/smoke_check.py); a bad record gets a 4xx; GET /drift
+#      counted the records (its window file in the read-only container's /tmp);
 #   3. the server process (PID 1) and `docker exec` run as a non-root user, and the image
 #      sets a non-root USER;
 #   4. the serving venv holds no pip, pandas, scikit-learn, MLflow or DVC.

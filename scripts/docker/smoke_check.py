@@ -10,9 +10,10 @@ prediction, every class probability within --tolerance; regression: every value 
 --tolerance of scikit-learn's, relative to the predictions' standard deviation), that
 rows with categories unseen in training get what `features.unknown_categories` promises
 (scored when ignore, a 422 naming the field when reject), that a bad record gets a
-4xx JSON error, and that GET /metrics parses as Prometheus text (prometheus_client's own
-parser) with mloperation_requests_total{endpoint="/predict"} up by exactly the /predict
-calls made here and mloperation_model_info naming the served model. Runs on the
+4xx JSON error, that GET /drift counted the records posted, and that GET /metrics parses
+as Prometheus text (prometheus_client's own parser) with
+mloperation_requests_total{endpoint="/predict"} up by exactly the /predict calls made here
+and mloperation_model_info naming the served model. Runs on the
 host with the project's venv (pandas, scikit-learn); needs the repo root on sys.path.
 Prints one line per check; exits 1 naming the first failure; --out gets a JSON summary.
 """
@@ -286,6 +287,15 @@ def run_checks(args: argparse.Namespace) -> dict[str, Any]:
         f"POST /predict with an unknown field: expected a 4xx JSON error, got {status} {error!r}",
     )
     print(f"ok   POST /predict with an unknown field -> {status} with a JSON error")
+
+    # drift counting works in the read-only container (its window file lives in /tmp)
+    status, drift, _ = call(f"{base}/drift")
+    counted = drift.get("records") if isinstance(drift, dict) else None
+    expect(
+        status == 200 and isinstance(counted, int) and counted >= 1 + len(records),
+        f"GET /drift: expected the {1 + len(records)} records posted, got {status} {drift!r}"[:300],
+    )
+    print(f"ok   GET /drift -> {counted} records counted, status {drift['status']!r}")
 
     after = scrape(base)
     made = PREDICT_CALLS - calls_before

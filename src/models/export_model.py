@@ -4,8 +4,10 @@
 
 Reads `models/model.joblib`; writes `models/serving/` (`model.onnx`: the whole fitted
 pipeline - preprocessing, float32 cast, estimator - converted by skl2onnx into one graph
-with one input per feature; `model.json`: feature schema, those inputs, classes, identity)
-and `metrics/export.json` (the parity figures). The predictor (flask_app/) needs only
+with one input per feature; `drift_reference.json`: the training set's bins for drift
+monitoring, params `drift:`, src/serving/drift.py; `model.json`: feature schema, those
+inputs, classes, identity, both files' sha256) and `metrics/export.json` (the parity
+figures). The predictor (flask_app/) needs only
 numpy + onnxruntime to serve it, and preprocessing lives in one place:
 src/features/build_features.py.
 
@@ -38,8 +40,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from src import config
 from src.features.schema import MISSING_CATEGORY, NUMERIC, to_model_frame
 from src.models.artifact import Float32, ModelLoadError, load_model
+from src.serving import drift
 from src.serving.manifest import (
     CHECKSUM_KEY,
+    DRIFT_KEY,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -365,11 +369,30 @@ def parity_problems(figures: dict[str, dict[str, Any]], tolerance: float) -> lis
 # -- the export itself ---------------------------------------------------------------------
 
 
+def drift_reference(schema: dict[str, Any], train: pd.DataFrame, settings: dict[str, Any]) -> bytes:
+    """The drift reference of the training frame (src/serving/drift.py), as file bytes:
+    indented, sorted JSON, the same bytes for the same data and params."""
+    frame = to_model_frame(train, schema)
+    columns = {
+        f["name"]: frame[f["name"]].to_numpy(dtype=np.float64 if f["type"] == NUMERIC else object)
+        for f in schema["features"]
+    }
+    data = drift.build_reference(
+        schema,
+        columns,
+        bins=int(settings["bins"]),
+        thresholds=drift.thresholds_of(settings),
+        min_records=int(settings["min_records"]),
+    )
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
 def build_manifest(
     bundle: dict[str, Any],
     onnx_bytes: bytes,
     inputs: list[dict[str, str]],
     model_sha256: str | None,
+    reference_bytes: bytes = b"",
 ) -> dict[str, Any]:
     import onnx
     import onnxruntime
@@ -390,6 +413,7 @@ def build_manifest(
             "output": ONNX_PROBABILITIES if task.is_classifier else ONNX_VALUES,
             "opset": TARGET_OPSET,
         },
+        DRIFT_KEY: {"file": drift.REFERENCE_FILE, "sha256": sha256_bytes(reference_bytes)},
         "schema": bundle["schema"],
         # for people: the fitted steps the graph holds (the server reads only "onnx")
         "preprocessing": [repr(step) for _, step in bundle["pipeline"].steps[:-1]],
@@ -445,16 +469,22 @@ def export(
     frames: dict[str, pd.DataFrame],
     tolerance: float,
     model_sha256: str | None = None,
+    drift_params: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Convert, verify on `frames`, then (only if parity holds) replace `out_dir`.
 
-    Returns the parity figures per frame; raises PipelineError naming what differs.
+    The drift reference is taken from `frames["train"]` (the stage always passes it; a
+    caller checking parity on other frames only gets the first frame's) with
+    `drift_params` (params.yaml's `drift:`; None: its defaults). Returns the parity
+    figures per frame; raises PipelineError naming what differs.
     """
     pipeline, schema = bundle["pipeline"], bundle["schema"]
     is_classifier = schema_task(schema).is_classifier
     onnx_bytes, inputs = convert_pipeline(pipeline, schema, is_classifier)
+    train = frames["train"] if "train" in frames else next(iter(frames.values()))
+    reference = drift_reference(schema, train, drift.settings(drift_params))
     onnx_bytes, manifest = seal(
-        onnx_bytes, build_manifest(bundle, onnx_bytes, inputs, model_sha256)
+        onnx_bytes, build_manifest(bundle, onnx_bytes, inputs, model_sha256, reference)
     )
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -462,6 +492,7 @@ def export(
     staging.chmod(0o777 & ~current_umask())  # as any new directory, not mkdtemp's 0700
     try:
         (staging / ONNX_FILE).write_bytes(onnx_bytes)
+        (staging / drift.REFERENCE_FILE).write_bytes(reference)
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         (staging / MANIFEST_FILE).write_text(text, encoding="utf-8")
         served = ServingModel.load(staging)  # exactly what the server will load
@@ -542,7 +573,14 @@ def main() -> None:
             int(params["base"]["random_state"]),
         ),
     }
-    figures = export(bundle, SERVING_DIR, frames, tolerance, sha256_file(config.MODEL_FILE))
+    figures = export(
+        bundle,
+        SERVING_DIR,
+        frames,
+        tolerance,
+        sha256_file(config.MODEL_FILE),
+        drift_params=params.get("drift"),
+    )
     write_json(EXPORT_METRICS_FILE, export_metrics(figures, tolerance))
     log.info("wrote %s; parity: %s", SERVING_DIR, json.dumps(figures, sort_keys=True))
 

@@ -5,10 +5,11 @@ and reads it back with `read_model_dir` exactly as the predictor does; the predi
 refuses anything that does not pass `read_model_dir`, with one line naming the file.
 
 The manifest carries its own checksum (`manifest_sha256`: the sha256 of its canonical JSON
-without that key, see `canonical_json`) and the ONNX file's (`onnx.sha256`); the reader
-checks both, then every key the server reads, with its type. model.py then checks it
-against what the ONNX graph itself declares (onnx_graph.py), so a manifest edited by hand
-(even with its checksum recomputed) or paired with another export's graph is refused at
+without that key, see `canonical_json`), the ONNX file's (`onnx.sha256`) and the drift
+reference's (`drift_reference.sha256`); the reader checks all three, then every key the
+server reads, with its type. model.py then checks it against what the ONNX graph itself
+declares (onnx_graph.py), so a manifest edited by hand (even with its checksum recomputed)
+or paired with another export's graph is refused at
 start-up rather than served with wrong labels.
 """
 
@@ -22,9 +23,11 @@ from typing import Any
 FORMAT = "mloperation.serving"
 # 3: one ONNX graph for the whole pipeline, one input per feature
 # 4: manifest_sha256, the contract copied into the graph, no per-run fields (byte-reproducible)
-FORMAT_VERSION = 4
+# 5: drift_reference (the training data's bins, src/serving/drift.py) and its sha256
+FORMAT_VERSION = 5
 MANIFEST_FILE = "model.json"
 ONNX_FILE = "model.onnx"
+DRIFT_KEY = "drift_reference"
 CHECKSUM_KEY = "manifest_sha256"
 TASKS = ("binary", "multiclass", "regression")
 INPUT_DTYPES = ("float32", "string")
@@ -164,6 +167,15 @@ def check_content(manifest: dict[str, Any]) -> None:
     policy = schema.get("unknown_categories", "reject")
     if policy not in UNKNOWN_POLICIES:
         raise _Invalid(f"schema.unknown_categories {policy!r} is not one of ignore, reject")
+    drift = _get(manifest, DRIFT_KEY, dict, "")
+    drift_file = _get(drift, "file", str, f"{DRIFT_KEY}.")
+    if Path(drift_file).name != drift_file or drift_file in ("", ".", "..", file):
+        raise _Invalid(
+            f"{DRIFT_KEY}.file {drift_file!r} must be a file name in the model directory"
+        )
+    drift_sha = _get(drift, "sha256", str, f"{DRIFT_KEY}.")
+    if len(drift_sha) != 64 or not set(drift_sha) <= set("0123456789abcdef"):
+        raise _Invalid(f"{DRIFT_KEY}.sha256 must be 64 lowercase hex digits")
     if len(inputs) != len(features):
         raise _Invalid(f"onnx.inputs has {len(inputs)} entries for {len(features)} features")
     for i, (entry, feature) in enumerate(zip(inputs, features, strict=True)):
@@ -257,4 +269,18 @@ def read_model_dir(model_dir: Path | str) -> tuple[Path, dict[str, Any], bytes]:
             f"sha256 {found[:12]}… expected {expected[:12]}… (the file is truncated, "
             "corrupt or from another export)"
         )
+    drift_reference_bytes(model_dir, manifest)
     return model_dir, manifest, onnx_bytes
+
+
+def drift_reference_bytes(model_dir: Path, manifest: dict[str, Any]) -> bytes:
+    """The drift reference file of a checked manifest, its sha256 checked against it."""
+    path = Path(model_dir) / manifest[DRIFT_KEY]["file"]
+    data = _read(path, "drift reference")
+    found = sha256_bytes(data)
+    if found != manifest[DRIFT_KEY]["sha256"]:
+        raise ModelLoadError(
+            f"drift reference {path} does not match its manifest: sha256 {found[:12]}… "
+            f"expected {manifest[DRIFT_KEY]['sha256'][:12]}…; {REEXPORT}"
+        )
+    return data

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,7 +50,8 @@ def serving_dir(bundle, split, params, tmp_path_factory) -> Path:
     """The session's in-memory model, exported as the pipeline's export stage does."""
     out = tmp_path_factory.mktemp("serving") / "model"
     tolerance = parity_tolerance(params, bundle["schema"])
-    export(bundle, out, {"train": split[0], "test": split[1]}, tolerance, "0" * 64)
+    frames = {"train": split[0], "test": split[1]}
+    export(bundle, out, frames, tolerance, "0" * 64, drift_params=params.get("drift"))
     return out
 
 
@@ -122,6 +124,9 @@ def rewrite_export(
         manifest[CHECKSUM_KEY] = manifest_checksum(manifest)
     (dest / "model.onnx").write_bytes(graph)
     (dest / "model.json").write_text(json.dumps(manifest, indent=2))
+    reference = source / manifest["drift_reference"]["file"]
+    if reference.is_file():
+        shutil.copyfile(reference, dest / reference.name)
     return dest
 
 

@@ -115,7 +115,8 @@ def test_export_writes_manifest_and_onnx(bundle, split, params, tmp_path):
     out = tmp_path / "serving"
     tolerance = parity_tolerance(params, bundle["schema"])
     export(bundle, out, {"test": split[1]}, tolerance, model_sha256="ab" * 32)
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx"]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["drift_reference.json", "model.json", "model.onnx"]
     assert stat.S_IMODE(out.stat().st_mode) == 0o755  # readable by a non-root server user
     manifest = json.loads((out / "model.json").read_text())
     assert manifest["task"] == bundle["schema"]["task"]

@@ -1,0 +1,1 @@
+"""Monitoring of the served model: drift of inputs against the training data."""
