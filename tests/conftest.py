@@ -116,11 +116,38 @@ def multiclass_case(fixture_cases) -> FixtureCase:
 # Whole-repo helpers live in tests/repo_tools.py (benchmarks use them too).
 
 
-@pytest.fixture(scope="session")
-def pipeline_repo(tmp_path_factory) -> Path:
-    """A copy of the repo in which `dvc repro` has run once (shared, do not modify)."""
-    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+# The full `dvc repro` runs are the slow suite's biggest cost (README, Tests): the tests
+# that only read a pipeline's outputs share these two instead of running their own.
+
+
+def repro_copy(dest: Path, hash_seed: str, threads: str, *args: str) -> tuple[Path, str]:
+    """A copy of the repo at `dest` after `dvc repro *args` with this PYTHONHASHSEED and
+    OpenMP thread count. Returns the copy and DVC's output."""
+    repo = copy_repo(dest)
     for out in ("metrics", "plots"):  # prove the pipeline writes them itself
         shutil.rmtree(repo / out, ignore_errors=True)
-    run(["dvc", "repro"], repo)
+    env = venv_env(repo, PYTHONHASHSEED=hash_seed, OMP_NUM_THREADS=threads)
+    return repo, run(["dvc", "repro", *args], repo, env=env).stdout
+
+
+@pytest.fixture(scope="session")
+def pipeline_repo(tmp_path_factory) -> Path:
+    """A copy of the repo in which `dvc repro` has run once (shared, do not modify: copy it
+    with shutil.copytree(..., symlinks=True) to change it)."""
+    repo, _ = repro_copy(tmp_path_factory.mktemp("pipeline") / "repo", "1", "1")
     return repo
+
+
+@dataclass(frozen=True)
+class Rerun:
+    repo: Path
+    stdout: str  # of its `dvc repro -f`
+
+
+@pytest.fixture(scope="session")
+def rerun_repo(tmp_path_factory) -> Rerun:
+    """A second copy of the repo, at another absolute path, in which `dvc repro -f` ran with
+    another PYTHONHASHSEED and OpenMP thread count than `pipeline_repo`'s: its outputs must
+    be byte-identical to `pipeline_repo`'s (shared, do not modify)."""
+    dest = tmp_path_factory.mktemp("rerun") / "somewhere" / "else" / "repo"
+    return Rerun(*repro_copy(dest, "2", "2", "-f"))
