@@ -63,6 +63,47 @@ def bundle(params, split) -> dict:
     return train_bundle(params, split[0])
 
 
+# -- which tests depend on the configured dataset -----------------------------------------
+
+# The fixtures that read the configured dataset or run its pipeline. A new one goes here.
+CONFIGURED_FIXTURES = frozenset(
+    {"params", "raw_data", "split", "bundle", "pipeline_repo", "rerun_repo"}
+)
+
+
+def uses_configured_dataset(item: pytest.Item) -> bool:
+    """A fixture of CONFIGURED_FIXTURES among the test's fixtures, also through other
+    fixtures and through a parametrized fixture that picks one by name (`served` in
+    tests/serving/test_api.py: `request.getfixturevalue(request.param)`)."""
+    manager = item.session._fixturemanager  # pytest's own resolution of fixture names
+    callspec = getattr(item, "callspec", None)
+    picked = [v for v in callspec.params.values() if isinstance(v, str)] if callspec else []
+    todo, seen = [*getattr(item, "fixturenames", ()), *picked], set()
+    while todo:
+        name = todo.pop()
+        if name in CONFIGURED_FIXTURES:
+            return True
+        if name in seen:
+            continue
+        seen.add(name)
+        for fixturedef in manager.getfixturedefs(name, item) or ():
+            todo.extend(fixturedef.argnames)
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`mechanics` (pyproject.toml) takes a test out of tests.run_on_dataset's runs on other
+    datasets: refuse it on a test that uses the configured dataset."""
+    wrong = [
+        i.nodeid for i in items if i.get_closest_marker("mechanics") and uses_configured_dataset(i)
+    ]
+    if wrong:
+        raise pytest.UsageError(
+            "marked mechanics but uses a fixture of the configured dataset "
+            f"(CONFIGURED_FIXTURES, tests/conftest.py): {', '.join(wrong)}"
+        )
+
+
 # -- fixture tables (tests of mechanics) ---------------------------------------------------
 
 
