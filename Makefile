@@ -82,7 +82,7 @@ test: $(DEV_STAMP) ## Run the whole test suite, then test-datasets
 	pytest
 	$(MAKE) --no-print-directory test-datasets
 
-test-datasets: $(DEV_STAMP) ## The fast suite on other datasets, each in a repo copy (tests/run_on_dataset.py)
+test-datasets: $(DEV_STAMP) ## The fast suite (but for tests marked mechanics) on other datasets, each in a repo copy, at once (tests/run_on_dataset.py)
 	python -m tests.run_on_dataset --all
 
 test-fast: $(DEV_STAMP) ## Run the tests that start no servers and no pipeline

@@ -63,6 +63,47 @@ def bundle(params, split) -> dict:
     return train_bundle(params, split[0])
 
 
+# -- which tests depend on the configured dataset -----------------------------------------
+
+# The fixtures that read the configured dataset or run its pipeline. A new one goes here.
+CONFIGURED_FIXTURES = frozenset(
+    {"params", "raw_data", "split", "bundle", "pipeline_repo", "rerun_repo"}
+)
+
+
+def uses_configured_dataset(item: pytest.Item) -> bool:
+    """A fixture of CONFIGURED_FIXTURES among the test's fixtures, also through other
+    fixtures and through a parametrized fixture that picks one by name (`served` in
+    tests/serving/test_api.py: `request.getfixturevalue(request.param)`)."""
+    manager = item.session._fixturemanager  # pytest's own resolution of fixture names
+    callspec = getattr(item, "callspec", None)
+    picked = [v for v in callspec.params.values() if isinstance(v, str)] if callspec else []
+    todo, seen = [*getattr(item, "fixturenames", ()), *picked], set()
+    while todo:
+        name = todo.pop()
+        if name in CONFIGURED_FIXTURES:
+            return True
+        if name in seen:
+            continue
+        seen.add(name)
+        for fixturedef in manager.getfixturedefs(name, item) or ():
+            todo.extend(fixturedef.argnames)
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`mechanics` (pyproject.toml) takes a test out of tests.run_on_dataset's runs on other
+    datasets: refuse it on a test that uses the configured dataset."""
+    wrong = [
+        i.nodeid for i in items if i.get_closest_marker("mechanics") and uses_configured_dataset(i)
+    ]
+    if wrong:
+        raise pytest.UsageError(
+            "marked mechanics but uses a fixture of the configured dataset "
+            f"(CONFIGURED_FIXTURES, tests/conftest.py): {', '.join(wrong)}"
+        )
+
+
 # -- fixture tables (tests of mechanics) ---------------------------------------------------
 
 
@@ -116,11 +157,38 @@ def multiclass_case(fixture_cases) -> FixtureCase:
 # Whole-repo helpers live in tests/repo_tools.py (benchmarks use them too).
 
 
-@pytest.fixture(scope="session")
-def pipeline_repo(tmp_path_factory) -> Path:
-    """A copy of the repo in which `dvc repro` has run once (shared, do not modify)."""
-    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+# The full `dvc repro` runs are the slow suite's biggest cost (README, Tests): the tests
+# that only read a pipeline's outputs share these two instead of running their own.
+
+
+def repro_copy(dest: Path, hash_seed: str, threads: str, *args: str) -> tuple[Path, str]:
+    """A copy of the repo at `dest` after `dvc repro *args` with this PYTHONHASHSEED and
+    OpenMP thread count. Returns the copy and DVC's output."""
+    repo = copy_repo(dest)
     for out in ("metrics", "plots"):  # prove the pipeline writes them itself
         shutil.rmtree(repo / out, ignore_errors=True)
-    run(["dvc", "repro"], repo)
+    env = venv_env(repo, PYTHONHASHSEED=hash_seed, OMP_NUM_THREADS=threads)
+    return repo, run(["dvc", "repro", *args], repo, env=env).stdout
+
+
+@pytest.fixture(scope="session")
+def pipeline_repo(tmp_path_factory) -> Path:
+    """A copy of the repo in which `dvc repro` has run once (shared, do not modify: copy it
+    with shutil.copytree(..., symlinks=True) to change it)."""
+    repo, _ = repro_copy(tmp_path_factory.mktemp("pipeline") / "repo", "1", "1")
     return repo
+
+
+@dataclass(frozen=True)
+class Rerun:
+    repo: Path
+    stdout: str  # of its `dvc repro -f`
+
+
+@pytest.fixture(scope="session")
+def rerun_repo(tmp_path_factory) -> Rerun:
+    """A second copy of the repo, at another absolute path, in which `dvc repro -f` ran with
+    another PYTHONHASHSEED and OpenMP thread count than `pipeline_repo`'s: its outputs must
+    be byte-identical to `pipeline_repo`'s (shared, do not modify)."""
+    dest = tmp_path_factory.mktemp("rerun") / "somewhere" / "else" / "repo"
+    return Rerun(*repro_copy(dest, "2", "2", "-f"))

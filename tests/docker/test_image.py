@@ -36,11 +36,13 @@ def sh(cmd: list[str], cwd: Path, env: dict | None = None, timeout: float = 900)
     )
 
 
+@pytest.mark.mechanics
 def test_dockerfile_passes_hadolint():
     proc = sh([str(BIN / "hadolint"), "Dockerfile"], ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.mechanics
 def test_docker_scripts_pass_shellcheck():
     scripts = sorted(str(p.relative_to(ROOT)) for p in SCRIPTS.glob("*.sh"))
     assert "scripts/docker/build.sh" in scripts and "scripts/docker/smoke.sh" in scripts
@@ -48,6 +50,7 @@ def test_docker_scripts_pass_shellcheck():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.mechanics
 def test_build_without_exported_model_says_make_repro(tmp_path):
     """No models/serving/: fail before touching Docker, and tell the user what to run."""
     (tmp_path / "scripts").mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 
 import pytest
@@ -13,7 +14,7 @@ import yaml
 from src.experiments import primary_metric
 from src.report import _num
 from src.tasks import metric_direction, task_family
-from tests.conftest import copy_repo, run, venv_env
+from tests.conftest import copy_repo, run, stages_run, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +35,10 @@ def exp_show_metrics(repo) -> dict[str, dict]:
     return found
 
 
-def test_two_experiments_are_run_and_tabled_against_main(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
-    run(["dvc", "repro"], repo)
+def test_two_experiments_are_run_and_tabled_against_main(pipeline_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline_repo, repo, symlinks=True)  # workspace, cache and lock
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == []
     params = yaml.safe_load((repo / "params.yaml").read_text())
     folds = params["train"]["cv_folds"]
     grid = [

@@ -1,19 +1,21 @@
 """Byte-reproducible artifacts: the pipeline's outputs depend only on code, data and params.
 
 Two copies of the repository at different absolute paths run `dvc repro` with a different
-PYTHONHASHSEED and OpenMP thread count: models/, metrics/ and plots/ must be byte-identical
-(so dvc.lock is too). Then a fresh `git clone` of one of them, with that dvc.lock
-committed, runs `dvc repro` from nothing and leaves `git status` clean: training no longer
-marks dvc.lock modified, and `dvc diff` shows no model change for the same inputs.
+PYTHONHASHSEED and OpenMP thread count (the session's `pipeline_repo` and `rerun_repo`,
+tests/conftest.py): models/, metrics/ and plots/ must be byte-identical (so dvc.lock is
+too). Then a fresh `git clone` of one of them, with that dvc.lock committed, runs `dvc
+repro` from nothing and leaves `git status` clean: training no longer marks dvc.lock
+modified, and `dvc diff` shows no model change for the same inputs.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.repo_tools import copy_repo, run, venv_env
+from tests.repo_tools import run, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +38,9 @@ def repro(repo: Path, hash_seed: str, threads: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("reproducible")
-    first = copy_repo(base / "a")
-    second = copy_repo(base / "somewhere" / "else" / "b")
-    for repo in (first, second):  # what the pipeline writes, not what the copy brought
-        run(["git", "rm", "-rq", "--ignore-unmatch", "metrics", "plots"], repo)
-        run(["git", "commit", "-qm", "no outputs"], repo)
-    repro(first, "1", "1")
-    repro(second, "2", "2")
-    return first, second
+def two_runs(pipeline_repo, rerun_repo) -> tuple[Path, Path]:
+    """Run with PYTHONHASHSEED 1 and 1 thread in one folder, 2 and 2 in another."""
+    return pipeline_repo, rerun_repo.repo
 
 
 def test_two_runs_in_two_folders_write_identical_bytes(two_runs):
@@ -65,9 +60,13 @@ def test_two_runs_in_two_folders_write_identical_bytes(two_runs):
 
 
 def test_a_fresh_clone_reproduces_the_committed_lock(two_runs, tmp_path):
-    first, _ = two_runs
-    run(["git", "add", "-A"], first)
-    run(["git", "commit", "-qm", "dvc.lock, metrics and plots of a clean run"], first)
+    first = tmp_path / "first"  # the shared run stays as it is
+    shutil.copytree(two_runs[0], first, symlinks=True)
+    run(["git", "add", "-A"], first)  # empty if the copy's committed outputs were these
+    run(
+        ["git", "commit", "-qm", "dvc.lock, metrics and plots of a clean run", "--allow-empty"],
+        first,
+    )
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(first), str(clone)], tmp_path)
     assert not (clone / "models" / "model.joblib").exists()  # nothing to reuse: all rerun

@@ -25,6 +25,8 @@ from src.serving.onnx_graph import CONTRACT_KEY, read_graph
 from tests.conftest import train_bundle
 from tests.serving.conftest import FIXTURE_SERVING_TRAIN, PARITY_TOLERANCE, rewrite_export
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 
 @pytest.fixture(scope="session")
 def binary_serving_dir(fixture_cases, tmp_path_factory) -> Path:

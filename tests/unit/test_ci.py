@@ -30,6 +30,8 @@ from src.report import build_report
 from tests.unit.cml_standin import cml_urls, publish
 from tests.unit.experiment_repo import make_repo, plot_frames
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 REPO = "acme/penguins"
 HEAD = "a" * 40
 

@@ -11,6 +11,8 @@ from src.visualization.compare import MAX_PANELS, compare_plot, plot_names, save
 from src.visualization.render import load_plot_data
 from tests.unit.experiment_repo import plot_frames, write_plot_frames
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 CASES = {
     "binary": {"task": "binary"},
     "multiclass": {"task": "multiclass"},

@@ -6,6 +6,8 @@ import pytest
 
 from tests.expectations import classification_scores, gate_bounds, regression_scores
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 FLAT = {"min": {"f1_macro": 0.9}, "max": {"log_loss": 0.3}, "max_drop": {"f1_macro": 0.02}}
 PER_FAMILY = {
     "classification": {"min": {"accuracy": 0.8}},

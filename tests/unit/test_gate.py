@@ -32,6 +32,8 @@ from tests.unit.experiment_repo import (
     predicted_side,
 )
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 BASE_REGRESSION = {"r2": 0.62, "rmse": 10.5, "mae": 7.1, "n_test": 120}
 
 

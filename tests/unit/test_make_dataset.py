@@ -12,6 +12,8 @@ from src.data.make_dataset import download, load_source, read_table, split_data,
 from src.utils import PipelineError
 from tests import fixture_data
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 TASK = "multiclass"
 SCHEMA = fixture_data.data_schema(TASK)
 TARGET = fixture_data.TARGETS[TASK]

@@ -29,6 +29,8 @@ from src.utils import PipelineError
 from tests.fixture_data import CLASSES, TARGETS, TASKS, make_table
 from tests.unit.experiment_repo import predicted_side
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 # The headline metric of each task and its direction (+1 higher is better).
 HEADLINE = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
 

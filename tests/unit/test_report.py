@@ -35,6 +35,8 @@ from tests.unit.experiment_repo import (
     predicted_side,
 )
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 CI_ENV = {
     "GITHUB_SERVER_URL": "https://github.com",
     "GITHUB_REPOSITORY": "acme/penguins",

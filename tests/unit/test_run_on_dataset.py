@@ -9,6 +9,8 @@ import yaml
 from tests import run_on_dataset as harness
 from tests.repo_tools import copy_repo, venv_env
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 
 def test_registry_holds_a_classification_and_a_regression_dataset():
     assert harness.DATASETS["breast_cancer"].enabled
@@ -59,10 +61,10 @@ def test_configure_changes_only_the_data_block_as_make_schema_would(name, tmp_pa
 
 
 def test_the_fast_suite_unless_markers_are_chosen():
-    assert harness.pytest_selection([]) == ["-m", "not slow"]
+    assert harness.pytest_selection([]) == ["-m", "not slow and not mechanics"]
     assert harness.pytest_selection(["tests/model", "-x"]) == [
         "-m",
-        "not slow",
+        "not slow and not mechanics",
         "tests/model",
         "-x",
     ]

@@ -12,6 +12,8 @@ from src.features.schema import (
     validate_frame,
 )
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 DATA_SCHEMA = {"y": "category", "colour": "category", "size": "float", "year": "int"}
 
 

@@ -1,6 +1,10 @@
 """src/models/serving_status.py: DVC's status of the export stage, as one line of changes."""
 
+import pytest
+
 from src.models.serving_status import describe
+
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
 
 
 def test_every_kind_of_change_is_named():

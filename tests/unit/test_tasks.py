@@ -7,6 +7,8 @@ import pytest
 
 from src.tasks import TaskError, get_task, metric_direction, resolve_task, task_family
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 
 def data(target_type: str, task: str | None = None) -> dict:
     d = {"target": "y", "schema": {"y": target_type, "x": "float"}}

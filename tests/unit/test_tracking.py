@@ -6,6 +6,8 @@ from src.models.tracking import check_tracking_server, run_link, summary_metrics
 from src.utils import PipelineError
 from tests.repo_tools import free_port
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 
 def test_unreachable_server_fails_fast_with_a_clear_message():
     uri = f"http://127.0.0.1:{free_port()}"

@@ -6,6 +6,8 @@ import pytest
 
 from src.utils import PipelineError, atomic_write, current_umask, load_params, write_json
 
+pytestmark = pytest.mark.mechanics  # never reads the configured dataset (pyproject.toml)
+
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
     target = tmp_path / "model.bin"
