@@ -94,6 +94,9 @@ def _metadata(model: ServingModel, settings: Settings) -> dict[str, Any]:
         },
         "constant_model": settings.constant_model,
         "registry": _registry_metadata(os.environ),
+        # The tags the release pushed this image as (set by src/ci.py publish_image); null
+        # for an image that was built but not published, e.g. `make docker-build`.
+        "image_tags": os.environ.get("MLOPERATION_IMAGE_TAGS", "").split() or None,
     }
 
 

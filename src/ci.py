@@ -514,6 +514,7 @@ def lowercase_repository(tag: str) -> str:
     return f"{name.lower()}:{version}"
 
 
+IMAGE_REFERENCE = re.compile(r"[a-z0-9][a-z0-9._/:-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 DIGEST_LINE = re.compile(r"^(?P<tag>\S+): digest: (?P<digest>sha256:[0-9a-f]{64}) size: \d+$")
 
 
@@ -576,8 +577,9 @@ def publish_image(
 ) -> dict[str, str]:
     """Give the tested `image` the tags and OCI labels of docker/metadata-action, push it.
 
-    The labels go on with a `FROM image` build: the layers that were smoke-tested are the
-    layers pushed (only the image config changes). `DOCKER` names the client binary, as in
+    The labels (and MLOPERATION_IMAGE_TAGS, the tags, for /metadata) go on with a `FROM image`
+    build: the layers that were smoke-tested are the layers pushed (only the image config
+    changes). `DOCKER` names the client binary, as in
     scripts/docker/. Returns {repository: pushed manifest digest} ({} with push_tags=False);
     every tag of a repository must report the same digest.
     """
@@ -586,12 +588,19 @@ def publish_image(
     tags = [lowercase_repository(tag) for tag in metadata.get("tags") or []]
     if not tags:
         raise CIError("docker/metadata-action gave no tags")
+    for tag in tags:  # they go into the Dockerfile's ENV line below: plain references only
+        if not IMAGE_REFERENCE.fullmatch(tag):
+            raise CIError(
+                f"docker/metadata-action gave a tag that is not an image reference: {tag!r}"
+            )
     labels = metadata.get("labels") or {}
     cmd = [docker, "build", "--quiet"]
     cmd += [f"--label={key}={value}" for key, value in sorted(labels.items())]
     cmd += [f"--tag={tag}" for tag in tags]
     cmd.append("-")  # Dockerfile from stdin, no build context
-    proc = subprocess.run(cmd, input=f"FROM {image}\n", text=True, env=env)
+    # The tags it is pushed as, for GET /metadata (image_tags): known only now, so set here.
+    dockerfile = f'FROM {image}\nENV MLOPERATION_IMAGE_TAGS="{" ".join(tags)}"\n'
+    proc = subprocess.run(cmd, input=dockerfile, text=True, env=env)
     if proc.returncode != 0:
         raise CIError(f"labelling {image} failed (exit {proc.returncode})")
     if not push_tags:

@@ -191,6 +191,8 @@ def test_release_push_then_pull_by_digest_serves_the_model(
             (info,) = json.loads(docker(docker_env, "image", "inspect", by_digest).stdout)
             assert info["Id"] == image_id  # the very image that was pushed
             assert labels.items() <= info["Config"]["Labels"].items(), ref
+            tags = " ".join(f"{image}:{v}" for v in events[ref])  # GET /metadata image_tags
+            assert f"MLOPERATION_IMAGE_TAGS={tags}" in info["Config"]["Env"], info["Config"]["Env"]
             proc = sh(["scripts/docker/smoke.sh", by_digest], pipeline_repo, env, timeout=600)
             assert proc.returncode == 0, f"smoke of {by_digest} failed:\n{proc.stderr[-6000:]}"
             assert "POST /predict batch" in proc.stderr

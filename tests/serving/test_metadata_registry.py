@@ -31,3 +31,11 @@ def test_the_built_for_version_is_reported(serving_dir, monkeypatch):
         "version": 7,
         "alias": "production",
     }
+
+
+def test_the_pushed_image_tags_are_reported_and_null_before_publishing(serving_dir, monkeypatch):
+    monkeypatch.delenv("MLOPERATION_IMAGE_TAGS", raising=False)
+    assert metadata(serving_dir)["image_tags"] is None
+    tags = "ghcr.io/acme/churn:1.4.0 ghcr.io/acme/churn:sha-1234567"
+    monkeypatch.setenv("MLOPERATION_IMAGE_TAGS", tags)
+    assert metadata(serving_dir)["image_tags"] == tags.split()

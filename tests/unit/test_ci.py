@@ -609,6 +609,17 @@ def test_publish_without_tags_is_an_error():
 
 
 @pytest.mark.parametrize(
+    "tag",
+    ['ghcr.io/a/b:1"\nRUN curl x', "ghcr.io/a/b:1 x", "ghcr.io/a/b", "ghcr.io/a/b:$HOME"],
+)
+def test_publish_refuses_a_tag_that_is_not_a_plain_reference(tag, monkeypatch):
+    """The tags are written into the labelling build's ENV line: nothing else may get in."""
+    monkeypatch.setenv("DOCKER", "/nonexistent/docker")  # never reached
+    with pytest.raises(ci.CIError, match="not an image reference"):
+        ci.publish_image("mloperation:latest", {"tags": [tag]})
+
+
+@pytest.mark.parametrize(
     ("value", "message"),
     [
         ("", "DOCKER_METADATA_OUTPUT_JSON is empty"),
