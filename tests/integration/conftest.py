@@ -15,6 +15,23 @@ from tests.repo_tools import free_port, venv_env
 STARTUP_TIMEOUT_S = 120
 
 
+def wait_for_mlflow(uri: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Until the MLflow server at `uri` answers /health; the test fails with its log if it
+    exits or stays silent for `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start:\n{log.read_text()}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
@@ -40,18 +57,7 @@ def mlflow_server(tmp_path_factory):
         env=venv_env(root),
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()}")
-        time.sleep(0.5)
+    wait_for_mlflow(uri, proc, root / "server.log", STARTUP_TIMEOUT_S)
     yield uri
     proc.terminate()
     proc.wait(timeout=30)

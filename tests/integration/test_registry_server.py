@@ -14,8 +14,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +22,7 @@ import yaml
 
 from src.tasks import metric_direction
 from src.utils import sha256_file
+from tests.integration.conftest import wait_for_mlflow
 from tests.repo_tools import S3_KEYS, free_port, moto_s3, postgres, run, venv_env
 
 pytestmark = pytest.mark.slow
@@ -68,18 +67,7 @@ def server(stores, tmp_path_factory):
         env=server_env(ROOT, *stores, port),
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()}")
-        time.sleep(0.5)
+    wait_for_mlflow(uri, proc, root / "server.log", STARTUP_TIMEOUT_S)
     yield uri
     proc.terminate()
     try:
