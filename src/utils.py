@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import reprlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,6 +139,28 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path | str) -> Iterator[Path]:
+    """Yield an empty staging directory next to `target`; if the block succeeds, swap it in
+    for `target` as a whole (a reader sees the old directory or the new one). A failing block
+    leaves `target` as it was; the staging directory is always removed. It gets the mode any
+    new directory would (0777 less the umask), not mkdtemp's 0700."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        staging.chmod(0o777 & ~current_umask())
+        yield staging
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

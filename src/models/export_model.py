@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,7 @@ from src.serving.manifest import (
 from src.serving.model import PROBA_DECIMALS, ServingModel
 from src.serving.onnx_graph import CONTRACT_KEY
 from src.tasks import schema_task
-from src.utils import PipelineError, current_umask, load_params, run_cli, sha256_file, write_json
+from src.utils import PipelineError, atomic_dir, load_params, run_cli, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -487,10 +485,7 @@ def export(
         onnx_bytes, build_manifest(bundle, onnx_bytes, inputs, model_sha256, reference)
     )
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    staging.chmod(0o777 & ~current_umask())  # as any new directory, not mkdtemp's 0700
-    try:
+    with atomic_dir(out_dir) as staging:
         (staging / ONNX_FILE).write_bytes(onnx_bytes)
         (staging / drift.REFERENCE_FILE).write_bytes(reference)
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
@@ -505,9 +500,6 @@ def export(
                 + "; ".join(problems)
                 + f" ({out_dir} left unchanged)"
             )
-        _replace_dir(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return figures
 
 
@@ -526,16 +518,6 @@ def _blame(pipeline: Pipeline) -> str:
             "moves values across split thresholds (trees need no scaling: use none); "
         )
     return "export: "
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap `new` into `target`; a reader sees the old directory or the new one."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_metrics(figures: dict[str, dict[str, Any]], tolerance: float) -> dict[str, Any]:

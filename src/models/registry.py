@@ -248,13 +248,18 @@ class Registered:
     created: bool
 
 
-def read_scores(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
+    """A pipeline output; one line naming it when it is missing or not JSON."""
     try:
-        scores = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PipelineError(f"{path} is missing: run make repro first") from None
     except ValueError as exc:
         raise PipelineError(f"{path} is not JSON ({exc}): run make repro") from None
+
+
+def read_scores(path: Path) -> dict[str, Any]:
+    scores = _read_json(path)
     if not isinstance(scores, dict):
         raise PipelineError(f"{path} does not hold a mapping of metrics: run make repro")
     return scores
@@ -262,12 +267,7 @@ def read_scores(path: Path) -> dict[str, Any]:
 
 def read_task(manifest: Path, model_sha256: str) -> str:
     """The task of the exported model, which must be the export of this model file."""
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PipelineError(f"{manifest} is missing: run make repro first") from None
-    except ValueError as exc:
-        raise PipelineError(f"{manifest} is not JSON ({exc}): run make repro") from None
+    data = _read_json(manifest)
     if (data.get("model") or {}).get("model_sha256") != model_sha256:
         raise PipelineError(f"{manifest} was exported from another model: run make repro first")
     return str(data.get("task"))

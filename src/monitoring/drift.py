@@ -20,8 +20,6 @@ import argparse
 import json
 import logging
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,7 @@ from src.serving.drift import (
     settings as drift_settings,
 )
 from src.serving.manifest import ModelLoadError, drift_reference_bytes, read_model_dir
-from src.utils import PipelineError, current_umask, load_params, run_cli
+from src.utils import PipelineError, atomic_dir, load_params, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +190,7 @@ def render_markdown(summary: dict[str, Any], source: str, plots: list[str]) -> s
 def write_report(summary: dict[str, Any], source: str, out_dir: Path) -> Path:
     """Write report.md, drift.json and the plots into a fresh directory, then swap it in
     for `out_dir` (a reader sees the old report or the new one)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    staging.chmod(0o777 & ~current_umask())
-    try:
+    with atomic_dir(out_dir) as staging:
         plots = []
         for i, f in enumerate(summary["features"]):
             name = f"feature_{i:02d}.png"  # feature names are data: never a path
@@ -203,14 +198,6 @@ def write_report(summary: dict[str, Any], source: str, out_dir: Path) -> Path:
             plots.append(name)
         (staging / "drift.json").write_text(json.dumps(summary, indent=2) + "\n")
         (staging / "report.md").write_text(render_markdown(summary, source, plots))
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if out_dir.exists():
-            out_dir.rename(old)
-        staging.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "report.md"
 
 
