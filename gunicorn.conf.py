@@ -111,6 +111,13 @@ def post_fork(server, worker):
         sys.exit(3)
 
 
+def worker_exit(server, worker):
+    """Worker, as it exits: the drift counts it has not flushed yet go to the counters."""
+    monitor = _state(server).drift
+    if monitor is not None:
+        monitor.flush()
+
+
 def child_exit(server, worker):
     """Master: drop an exited worker's live gauges; its counters' files stay and are
     still summed, so counters never go backwards when a worker is replaced."""

@@ -129,8 +129,13 @@ def same_answer(got: Any, want: Any) -> bool:
     return got == want
 
 
-def make_peers(work: Path, pipeline_file: Path, logdir: Path) -> tuple[dict, dict]:
-    """(servers, reasons a peer is unavailable)."""
+PEERS = ("mlserver", "bentoml")
+
+
+def make_peers(
+    work: Path, pipeline_file: Path, logdir: Path, wanted: tuple[str, ...] = PEERS
+) -> tuple[dict, dict]:
+    """(servers, reasons a peer is unavailable) of the `wanted` peers."""
     p = pins()
     common = [f"{k}=={v}" for k, v in p.items()]
     # The pipeline pickles a src.* transformer (Float32): peers import it from the repo.
@@ -140,6 +145,8 @@ def make_peers(work: Path, pipeline_file: Path, logdir: Path) -> tuple[dict, dic
 
     venv = VENV_ROOT / "peer-mlserver"
     try:
+        if "mlserver" not in wanted:
+            raise OSError("left out (--peers)")
         ensure_venv(venv, ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22", *common])
         model_dir = work / "mlserver" / "pipeline"
         model_dir.mkdir(parents=True)
@@ -175,6 +182,8 @@ def make_peers(work: Path, pipeline_file: Path, logdir: Path) -> tuple[dict, dic
 
     venv = VENV_ROOT / "peer-bentoml"
     try:
+        if "bentoml" not in wanted:
+            raise OSError("left out (--peers)")
         ensure_venv(venv, ["bentoml==1.4.40", *common])
         service_dir = work / "bentoml"
         service_dir.mkdir()
@@ -233,6 +242,11 @@ def main() -> None:
     parser.add_argument("--serving-dir", type=Path, default=ROOT / "models" / "serving")
     parser.add_argument("--test", type=Path, default=ROOT / "data" / "processed" / "test.csv")
     parser.add_argument("--out", type=Path, default=REPORTS_DIR / "bench" / "peers.json")
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help="comma-separated peers to run (default: all); '' for ours and in-process only",
+    )
     parser.add_argument("--in-process-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_process_worker:
@@ -291,7 +305,10 @@ def main() -> None:
     }
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
     servers = {"ours": Server("ours", gunicorn, ours_env, "/predict", logdir)}
-    peers, unavailable = make_peers(work, pipeline_file, logdir)
+    wanted = tuple(p for p in args.peers.split(",") if p)
+    if set(wanted) - set(PEERS):
+        raise SystemExit(f"--peers: unknown {sorted(set(wanted) - set(PEERS))}; known: {PEERS}")
+    peers, unavailable = make_peers(work, pipeline_file, logdir, wanted)
     servers.update(peers)
 
     runs: dict[str, list[dict]] = {}

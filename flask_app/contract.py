@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 
 from src.serving.manifest import preview
 
@@ -57,7 +58,17 @@ def _reject_constant(name: str) -> Any:
 
 
 def decode_json(body: bytes) -> Any:
-    """Parse a request body as strict JSON (UTF-8, no NaN/Infinity); 400 otherwise."""
+    """Parse a request body as strict JSON (UTF-8, no NaN/Infinity); 400 otherwise.
+
+    orjson parses first (a 136 KB batch: 0.25 ms against the standard library's 0.58); a
+    body it refuses is parsed again by the standard library, whose answer stands: its
+    message for a malformed body, or its value for the few valid texts orjson refuses (a
+    lone surrogate escape, a number beyond float range, which the checks then refuse).
+    The only difference left: orjson reads an integer beyond 64 bits as a float."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     if not body.strip():
         raise ClientError(
             400,
@@ -84,6 +95,16 @@ def decode_json(body: bytes) -> Any:
         ) from None
 
 
+class Checked(NamedTuple):
+    """A request's records after the checks, and the same values by feature: numeric
+    features as float64 arrays (NaN for null), categorical ones as lists (None for null).
+    The server scores and counts drift from the columns; the records are what was sent."""
+
+    records: list[dict[str, Any]]
+    batch: bool
+    columns: dict[str, Any]
+
+
 class RecordChecker:
     """Checks records against one feature schema; built once per model."""
 
@@ -105,6 +126,12 @@ class RecordChecker:
 
     def records(self, payload: Any) -> tuple[list[dict[str, Any]], bool]:
         """(checked records, whether the body was a batch) from a decoded JSON body."""
+        checked = self.check(payload)
+        return checked.records, checked.batch
+
+    def check(self, payload: Any) -> Checked:
+        """The checked records of a decoded JSON body and their columns; ClientError
+        naming every problem (up to MAX_DETAILS) otherwise."""
         if not isinstance(payload, dict):
             raise ClientError(
                 400,
@@ -113,7 +140,7 @@ class RecordChecker:
             )
         if "instances" not in payload:
             self._check(payload, "", raise_now=True)
-            return [payload], False
+            return Checked([payload], False, self._columns([payload]))
         extra = sorted(set(payload) - {"instances"})
         if extra:
             raise ClientError(
@@ -140,8 +167,10 @@ class RecordChecker:
                 f"the batch has {len(instances)} records; the limit is {self.max_batch}",
                 [{"field": "instances", "problem": f"at most {self.max_batch} records"}],
             )
-        if len(instances) >= FAST_PATH_MIN and self._all_valid(instances):
-            return instances, True
+        if len(instances) >= FAST_PATH_MIN:
+            columns = self._valid_columns(instances)
+            if columns is not None:
+                return Checked(instances, True, columns)
         details: list[dict[str, str]] = []
         for i, record in enumerate(instances):
             self._check(record, f"instances[{i}].", details=details)
@@ -149,39 +178,49 @@ class RecordChecker:
                 break
         if details:
             raise ClientError(422, _summary(details), details[:MAX_DETAILS])
-        return instances, True
+        return Checked(instances, True, self._columns(instances))
 
-    def _all_valid(self, records: list[Any]) -> bool:
-        """Column-wise check of a batch (C-speed set and numpy operations): True when
-        every record is valid. False sends the batch through the per-record checks,
+    def _columns(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The columns of records that passed the per-record checks."""
+        return {
+            name: [r[name] for r in records]
+            if categorical
+            else np.asarray([r[name] for r in records], dtype=np.float64)
+            for name, _, categorical, _, _ in self._checks
+        }
+
+    def _valid_columns(self, records: list[Any]) -> dict[str, Any] | None:
+        """Column-wise check of a batch (C-speed set and numpy operations): the columns
+        when every record is valid. None sends the batch through the per-record checks,
         which name every problem."""
         names = self.name_set
         for record in records:
             if type(record) is not dict or record.keys() != names:
-                return False
+                return None
+        columns: dict[str, Any] = {}
         for name, nullable, categorical, allowed, _ in self._checks:
             column = [record[name] for record in records]
             kinds = set(map(type, column))
             if not categorical:
                 if not kinds <= (_NUMBER_OR_NULL if nullable else _NUMBER):
-                    return False
-                if type(None) in kinds:
-                    column = [v for v in column if v is not None]
-                try:
+                    return None
+                try:  # None -> NaN; JSON has no NaN (decode_json refuses it)
                     values = np.asarray(column, dtype=np.float64)
                 except (OverflowError, ValueError, TypeError):
-                    return False
-                if not (np.abs(values) <= FLOAT32_MAX).all():  # also False for NaN
-                    return False
+                    return None
+                if (np.abs(values) > FLOAT32_MAX).any():  # NaN compares False: nulls pass
+                    return None
+                columns[name] = values
             else:
                 if not kinds <= (_STR_OR_NULL if nullable else _STR):
-                    return False
+                    return None
                 if allowed is not None:
                     seen = set(column)
                     seen.discard(None)
                     if not seen <= allowed:
-                        return False
-        return True
+                        return None
+                columns[name] = column
+        return columns
 
     def _check(
         self,

@@ -5,6 +5,10 @@ Counter, `mloperation_drift_values_total{feature, bin}` (bins of src/serving/dri
 "0".."k-1", "unseen", "null"). Under gunicorn it lives in prometheus_client's multiprocess
 files (flask_app/metrics.py), so any worker reads the counts of all of them, and /drift
 and /metrics compute from the same numbers with the same code (Reference.summarize).
+A worker counts into its own memory first and adds that to the Counter at most
+DRIFT_FLUSH_SECONDS (default 1) later, so another worker's /drift lags by up to that much;
+its own reads, and its exit, flush first (a worker killed with SIGKILL loses the counts of
+its last DRIFT_FLUSH_SECONDS).
 
 Counters only go up; the *window* that /drift judges is the counts minus a baseline taken
 at its start. The baseline is one small JSON file in PROMETHEUS_MULTIPROC_DIR (in memory
@@ -27,6 +31,7 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +52,14 @@ LOCK_FILE = "drift-window.lock"
 
 
 class DriftMonitor:
-    """Counts records into the reference's bins; summarizes the current window."""
+    """Counts records into the reference's bins; summarizes the current window.
+
+    Requests count into this process's own lists; they reach the shared Counter (and so
+    every worker's /drift) at most `flush_seconds` later, from a background flusher, and at
+    once for this worker's own reads (/drift, /metrics) and at worker exit. 0 flushes on
+    every request. (An increment of a multiprocess Counter takes a lock and an mmap write:
+    10 µs a request for 6 features against 1 µs for the lists, measured in-process.)
+    """
 
     def __init__(
         self,
@@ -55,9 +67,11 @@ class DriftMonitor:
         registry: CollectorRegistry,
         multiprocess: bool,
         window_seconds: int = 0,
+        flush_seconds: float = 0.0,
     ):
         self.reference = reference
         self.window_seconds = window_seconds
+        self.flush_seconds = flush_seconds
         self.counter = Counter(
             VALUES,
             "Records seen by /predict, by feature and drift bin (src/serving/drift.py).",
@@ -76,29 +90,56 @@ class DriftMonitor:
         self._memory: dict[str, Any] | None = None  # the window state without a directory
         self._mutex = threading.Lock()
         self._next_check = 0.0
+        self._pending_lock = threading.Lock()
+        self._pending = self._zeros()
+        self._flusher_pid = -1  # the process whose flusher runs (none survives a fork)
         self._ensure_window()
 
     # -- the hot path -----------------------------------------------------------------
 
-    def observe(self, records: list[dict[str, Any]]) -> None:
-        """Count checked records: one counter increment per feature for one record, one
-        per non-empty bin per feature for a batch (binned with numpy)."""
-        if len(records) == 1:
-            record = records[0]
-            for name, ref, children in self._features:
-                children[ref.index(record[name])].inc()
-        else:
-            for name, ref, children in self._features:
-                counts = ref.counts([r[name] for r in records])
-                for i in np.flatnonzero(counts).tolist():
-                    children[i].inc(int(counts[i]))
+    def _zeros(self) -> list[list[int]]:
+        return [[0] * len(children) for _, _, children in self._features]
+
+    def observe(self, records: list[dict[str, Any]], columns: dict[str, Any] | None = None):
+        """Count checked records (by feature in `columns`, as flask_app.contract.Checked
+        has them, binned with numpy; one record is binned without numpy)."""
+        with self._pending_lock:
+            pending = self._pending
+            if len(records) == 1:
+                record = records[0]
+                for (name, ref, _), counts in zip(self._features, pending, strict=True):
+                    counts[ref.index(record[name])] += 1
+            else:
+                for (name, ref, _), counts in zip(self._features, pending, strict=True):
+                    column = columns[name] if columns is not None else [r[name] for r in records]
+                    found = ref.counts(column)
+                    for i in np.flatnonzero(found).tolist():
+                        counts[i] += int(found[i])
+            start_flusher = self.flush_seconds and self._flusher_pid != os.getpid()
+            if start_flusher:
+                self._flusher_pid = os.getpid()
+        if not self.flush_seconds:
+            self.flush()
+        elif start_flusher:
+            _start_flusher(weakref.ref(self), self.flush_seconds)
         if self.window_seconds and time.time() >= self._next_check:
             self._roll_if_due()
+
+    def flush(self) -> None:
+        """Move this process's pending counts into the shared Counter."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, self._zeros()
+        for (_, _, children), counts in zip(self._features, pending, strict=True):
+            for child, n in zip(children, counts, strict=True):
+                if n:
+                    child.inc(n)
 
     # -- counts and the window --------------------------------------------------------
 
     def totals(self) -> dict[str, np.ndarray]:
-        """The counters' values summed over every process (or this one's)."""
+        """The counters' values summed over every process (or this one's), this
+        process's pending counts flushed first."""
+        self.flush()
         out = {f.name: np.zeros(f.size, dtype=np.int64) for f in self.reference.features}
         if self._dir is not None:
             families = MultiProcessCollector(None, path=str(self._dir)).collect()
@@ -204,6 +245,23 @@ class DriftMonitor:
         summary = self._summarize(state, self.totals())
         summary["previous_window"] = state.get("previous")
         return summary
+
+
+def _start_flusher(monitor: weakref.ref, seconds: float) -> None:
+    """Flush every `seconds` in a daemon thread of this process (a greenlet under gunicorn's
+    gevent worker, whose monkey-patching makes threading and time.sleep cooperative); it
+    ends with its monitor (apps come and go in a test process)."""
+
+    def run() -> None:
+        while True:
+            time.sleep(seconds)
+            current = monitor()
+            if current is None:
+                return
+            current.flush()
+            del current
+
+    threading.Thread(target=run, name="drift-flush", daemon=True).start()
 
 
 class DriftCollector:

@@ -28,12 +28,13 @@ class Settings:
     drift_tracking: bool = True  # count /predict records into the training reference's bins
     drift_window_seconds: int = 3600  # close the /drift window after this long; 0: never
     drift_reset_token: str | None = None  # bearer token of POST /drift/reset; None: refused
+    drift_flush_seconds: float = 1.0  # a worker's counts reach the shared counters this late
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
         """MODEL_DIR (or MODEL_PATH), MAX_BATCH_SIZE, MAX_BODY_BYTES, BODY_TIMEOUT,
-        CONSTANT_MODEL, DRIFT_TRACKING, DRIFT_WINDOW_SECONDS, DRIFT_RESET_TOKEN from the
-        environment, then from `overrides`."""
+        CONSTANT_MODEL, DRIFT_TRACKING, DRIFT_WINDOW_SECONDS, DRIFT_RESET_TOKEN,
+        DRIFT_FLUSH_SECONDS from the environment, then from `overrides`."""
         values: dict[str, Any] = {
             k: v
             for k in ("MODEL_PATH", "MODEL_DIR", *_INTS, "CONSTANT_MODEL", *_DRIFT)
@@ -57,6 +58,8 @@ class Settings:
             )
         if "DRIFT_RESET_TOKEN" in values:
             kwargs["drift_reset_token"] = _token(values["DRIFT_RESET_TOKEN"])
+        if "DRIFT_FLUSH_SECONDS" in values:
+            kwargs["drift_flush_seconds"] = _flush_seconds(values["DRIFT_FLUSH_SECONDS"])
         return cls(**kwargs)
 
 
@@ -67,7 +70,8 @@ _INTS = {
 }
 
 
-_DRIFT = ("DRIFT_TRACKING", "DRIFT_WINDOW_SECONDS", "DRIFT_RESET_TOKEN")
+_DRIFT = ("DRIFT_TRACKING", "DRIFT_WINDOW_SECONDS", "DRIFT_RESET_TOKEN", "DRIFT_FLUSH_SECONDS")
+MAX_FLUSH_SECONDS = 60.0
 MIN_TOKEN = 16  # characters of DRIFT_RESET_TOKEN: not a guessable word
 
 
@@ -78,6 +82,19 @@ def _token(value: Any) -> str:
             f"DRIFT_RESET_TOKEN must be at least {MIN_TOKEN} printable characters, no spaces"
         )
     return text
+
+
+def _flush_seconds(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"DRIFT_FLUSH_SECONDS={value!r} is not a number") from None
+    if not 0 <= number <= MAX_FLUSH_SECONDS:  # also refuses nan
+        raise ConfigError(
+            f"DRIFT_FLUSH_SECONDS={value!r} must be from 0 (every request) to "
+            f"{MAX_FLUSH_SECONDS:g} seconds"
+        )
+    return number
 
 
 def _seconds(key: str, value: Any) -> int:

@@ -264,17 +264,24 @@ class ServingModel:
         return record
 
     def feeds(self, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """The ONNX inputs for checked records: one [n, 1] column per feature (float32,
-        None -> NaN; strings, None -> the missing-category marker). The graph imputes,
-        encodes and scores them."""
-        n = len(records)
+        """The ONNX inputs for checked records (see feeds_of_columns)."""
+        return self.feeds_of_columns(self.columns(records), len(records))
+
+    def columns(self, records: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        """Checked records by feature: {feature: [value, ...]}."""
+        return {f["name"]: [r[f["name"]] for r in records] for f in self.schema["features"]}
+
+    def feeds_of_columns(self, columns: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
+        """The ONNX inputs for `n` checked records by feature (lists, or float arrays for
+        numeric features): one [n, 1] column per feature (float32, None -> NaN; strings,
+        None -> the missing-category marker). The graph imputes, encodes and scores them."""
         feeds = {
-            name: np.array([r[feature] for r in records], dtype=np.float32).reshape(n, 1)
+            name: np.asarray(columns[feature], dtype=np.float32).reshape(n, 1)
             for feature, name in self._numeric  # numpy turns None into NaN
         }
         missing = self._missing
         for feature, name in self._strings:
-            column = [missing if (v := r[feature]) is None else v for r in records]
+            column = [missing if v is None else v for v in columns[feature]]
             feeds[name] = np.array(column, dtype=object).reshape(n, 1)
         return feeds
 
@@ -290,7 +297,14 @@ class ServingModel:
         """For checked records: (labels, probabilities rounded to PROBA_DECIMALS as float64)
         for classification; (values rounded to VALUE_DIGITS significant digits, None) for
         regression."""
-        out = self.raw_outputs(self.feeds(records)).astype(np.float64)
+        return self.predict_columns(self.columns(records), len(records))
+
+    def predict_columns(
+        self, columns: Mapping[str, Any], n: int
+    ) -> tuple[list[Any], np.ndarray | None]:
+        """predict() for `n` checked records given by feature (flask_app.contract.Checked's
+        columns: the server extracts them once, for the checks, drift and the model)."""
+        out = self.raw_outputs(self.feeds_of_columns(columns, n)).astype(np.float64)
         if not self.is_classifier:
             return [float(f"{v:.{VALUE_DIGITS}g}") for v in out.tolist()], None
         proba = np.round(out, PROBA_DECIMALS)
@@ -310,8 +324,9 @@ class ConstantModel(ServingModel):
         self._answer = np.zeros((1, max(len(self.classes), 1)))
         self._answer[0, 0] = 1.0
 
-    def predict(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[Any], np.ndarray | None]:
+    def predict_columns(
+        self, columns: Mapping[str, Any], n: int
+    ) -> tuple[list[Any], np.ndarray | None]:
         if not self.is_classifier:
-            return [0.0] * len(records), None
-        proba = np.repeat(self._answer, len(records), axis=0)
-        return [self.classes[0]] * len(records), proba
+            return [0.0] * n, None
+        return [self.classes[0]] * n, np.repeat(self._answer, n, axis=0)

@@ -295,6 +295,27 @@ def test_drift_window_closes_and_keeps_the_last_window(fixture_serving_dir, mult
     assert previous["window"]["ended"] >= previous["window"]["started"] + 1
 
 
+@pytest.mark.parametrize("flush", ["0", "60"])
+def test_a_workers_own_reads_count_its_pending_records(case, flush):
+    """Counts wait in the worker up to DRIFT_FLUSH_SECONDS (0: none), but its own /drift
+    and /metrics always include them."""
+    model_dir, train, _ = case
+    schema = read_model_dir(model_dir)[1]["schema"]
+    records = frame_records(resampled(train, rows=30), schema)
+    app = create_app({"MODEL_DIR": str(model_dir), "DRIFT_FLUSH_SECONDS": flush})
+    client = app.test_client()
+    post_all(client, records[:10])
+    post_all(client, records[10:], batch=10)
+    counted = {
+        labels: v
+        for (name, labels), v in metric_samples(client.get("/metrics").data.decode()).items()
+        if name == "mloperation_drift_values_total"
+    }
+    for f in schema["features"]:
+        assert sum(v for labels, v in counted.items() if ("feature", f["name"]) in labels) == 30
+    assert client.get("/drift").get_json()["records"] == 30
+
+
 def test_drift_tracking_off(fixture_serving_dir):
     client = create_app(
         {"MODEL_DIR": str(fixture_serving_dir), "DRIFT_TRACKING": "0"}
@@ -314,6 +335,9 @@ def test_drift_tracking_off(fixture_serving_dir):
         ),
         ("DRIFT_RESET_TOKEN", "short", "DRIFT_RESET_TOKEN must be at least 16"),
         ("DRIFT_TRACKING", "maybe", "DRIFT_TRACKING='maybe' is not a boolean"),
+        ("DRIFT_FLUSH_SECONDS", "soon", "DRIFT_FLUSH_SECONDS='soon' is not a number"),
+        ("DRIFT_FLUSH_SECONDS", "-1", r"must be from 0 \(every request\) to 60 seconds"),
+        ("DRIFT_FLUSH_SECONDS", "nan", r"must be from 0 \(every request\) to 60 seconds"),
     ],
 )
 def test_bad_drift_settings_stop_the_app(fixture_serving_dir, key, value, message):

@@ -3,12 +3,17 @@
 Records posted over many connections reach both workers; GET /drift (answered by either
 worker) and /metrics must count every one of them, agree with each other and with the
 statistic computed in-process on the same records, flag exactly the shifted features, and
-start again after POST /drift/reset with the token.
+start again after POST /drift/reset with the token. Each worker counts in its own memory
+first: its counts reach the others within DRIFT_FLUSH_SECONDS with no more traffic, and
+are not lost when it exits.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -74,6 +79,18 @@ def drift_counts_by_process(metrics_dir: Path) -> dict[str, float]:
     return out
 
 
+def flushed_within(metrics_dir: Path, total: float, within: float) -> None:
+    """Wait, sending nothing (a worker's own reads flush it), until the counter files hold
+    `total` drift counts; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while (got := sum(drift_counts_by_process(metrics_dir).values())) != total:
+        assert time.monotonic() < deadline, f"{got} of {total} counts after {within} s"
+        time.sleep(0.05)
+
+
+FLUSH = 0.3  # DRIFT_FLUSH_SECONDS of these servers
+
+
 def test_drift_over_two_workers(start_server, fixture_serving_dir, multiclass_case, tmp_path):
     model_dir, train = fixture_serving_dir, multiclass_case.train
     schema = read_model_dir(model_dir)[1]["schema"]
@@ -83,20 +100,23 @@ def test_drift_over_two_workers(start_server, fixture_serving_dir, multiclass_ca
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         DRIFT_RESET_TOKEN=TOKEN,
         DRIFT_WINDOW_SECONDS="0",
+        DRIFT_FLUSH_SECONDS=str(FLUSH),
     )
     server.wait_ready()
     assert len(server.wait_workers(2)) == 2
 
-    # unshifted traffic: a resample of the training data, one record and batches
+    # unshifted traffic: a resample of the training data, one record and batches; the
+    # worker that does not answer /drift flushes on its own, with no more traffic
     records = frame_records(resampled(train, rows=600), schema)
     post_concurrently(server.url, records[:300])
     post_concurrently(server.url, records[300:], batch=20)
+    features = len(schema["features"])
+    flushed_within(metrics_dir, 600 * features, within=FLUSH + 2)
     status, body = call("GET", server.url + "/drift")
     assert status == 200 and body["records"] == 600
     assert body["status"] == "ok" and body["drifted"] == []
 
     by_process = drift_counts_by_process(metrics_dir)
-    features = len(schema["features"])
     assert sum(by_process.values()) == 600 * features
     assert len([n for n in by_process.values() if n]) == 2, by_process  # both workers counted
 
@@ -134,6 +154,7 @@ def test_drift_over_two_workers(start_server, fixture_serving_dir, multiclass_ca
     # shifted traffic: exactly the shifted features flagged, in /drift and /metrics
     frame, changed = shifted(train, schema, rows=600)
     post_concurrently(server.url, frame_records(frame, schema), batch=10)
+    flushed_within(metrics_dir, 1200 * features, within=FLUSH + 2)
     body = call("GET", server.url + "/drift")[1]
     assert body["records"] == 600 and set(body["drifted"]) == changed
     samples = metrics(server.url)
@@ -145,3 +166,38 @@ def test_drift_over_two_workers(start_server, fixture_serving_dir, multiclass_ca
     assert flagged == changed
     # the counters themselves never go back: 600 before the reset, 600 after
     assert sum(drift_counts_by_process(metrics_dir).values()) == 1200 * features
+
+
+def test_a_worker_flushes_its_drift_counts_as_it_exits(
+    start_server, fixture_serving_dir, multiclass_case, tmp_path
+):
+    """With a flush interval longer than the test, counts reach the shared counters only
+    through the exiting workers (SIGTERM: gunicorn replaces each one)."""
+    model_dir = fixture_serving_dir
+    schema = read_model_dir(model_dir)[1]["schema"]
+    metrics_dir = tmp_path / "prometheus"
+    server = start_server(
+        model_dir,
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        DRIFT_WINDOW_SECONDS="0",
+        DRIFT_FLUSH_SECONDS="60",
+    )
+    server.wait_ready()
+    workers = server.wait_workers(2)
+    assert len(workers) == 2
+    records = frame_records(resampled(multiclass_case.train, rows=300), schema)
+    post_concurrently(server.url, records[:200])
+    post_concurrently(server.url, records[200:], batch=25)
+    features = len(schema["features"])
+    assert sum(drift_counts_by_process(metrics_dir).values()) == 0  # all still pending
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while (server.worker_pids() & workers or len(server.worker_pids()) != 2) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert not server.worker_pids() & workers, "the workers did not exit"
+    assert sum(drift_counts_by_process(metrics_dir).values()) == 300 * features
+    server.wait_ready()
+    assert call("GET", server.url + "/drift")[1]["records"] == 300
