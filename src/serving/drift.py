@@ -105,6 +105,8 @@ class FeatureReference:
             self.categories = list(entry["categories"])
             self._lookup = {c: i for i, c in enumerate(self.categories)}
             self.bins = len(self.categories) + 1  # the last bin: unseen
+            # None and "" are nulls (as in index()); the null index is `bins`
+            self._lookup_nulls = {**self._lookup, None: self.bins, "": self.bins}
             self.train_counts = np.append(self.train_counts, 0)
         if len(self.train_counts) != self.bins:
             raise ReferenceError(f"feature {self.name!r}: counts do not match its bins")
@@ -148,9 +150,17 @@ class FeatureReference:
             )
             out[self.null_index] = int(null.sum())
             return out
-        lookup, unseen, null = self._lookup, self.bins - 1, self.null_index
-        idx = [null if _is_null(v) else lookup.get(v, unseen) for v in values]
-        return np.bincount(np.asarray(idx, dtype=np.int64), minlength=self.size)
+        unseen = self.bins - 1
+        # one C-level pass (dict.get by map); a NaN (files only) lands in unseen: moved back
+        idx = np.fromiter(
+            map(self._lookup_nulls.get, values, itertools.repeat(unseen)),
+            dtype=np.int64,
+            count=len(values),
+        )
+        for i in np.flatnonzero(idx == unseen).tolist():
+            if _is_null(values[i]):
+                idx[i] = self.null_index
+        return np.bincount(idx, minlength=self.size)
 
 
 class Reference:

@@ -622,3 +622,22 @@ def test_fuzzed_bodies_never_cause_a_server_error(served):
         assert response.status_code < 500, (raw, response.get_data(as_text=True))
         if response.status_code != 200:
             assert_client_error(response, response.status_code)
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [
+        ["only"],
+        ["no", "yes"],
+        ['quote"', "brace}{", "back\\slash", "%r %s", "k0", "v1", "__import__('os').system('x')"],
+        ["é", "日本", "\n", " ", ""],
+        [f"class {i}" for i in range(300)],
+    ],
+)
+def test_probability_rows_name_every_class_whatever_its_name(classes):
+    """/predict's probability objects, built by a comprehension compiled per model, are
+    {class: p} for any class names a dataset brings (the names are values, not source)."""
+    from flask_app import _row_dicts
+
+    rows = np.random.default_rng(0).random((5, len(classes))).tolist()
+    assert _row_dicts(classes)(rows) == [dict(zip(classes, r, strict=True)) for r in rows]

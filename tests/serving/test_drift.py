@@ -60,7 +60,7 @@ def test_one_record_and_batch_binning_agree(case):
             values = [*f.edges.tolist(), *rng.normal(0, 1e3, 50).tolist(), None, float("nan")]
             values += [float(v) for v in train[f.name].dropna().head(50)]
         else:
-            values = [*f.categories, "never seen in training", None, ""]
+            values = [*f.categories, "never seen in training", None, "", float("nan")]
         one_by_one = np.zeros(f.size, dtype=np.int64)
         for v in values:
             one_by_one[f.index(v)] += 1
