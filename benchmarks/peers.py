@@ -215,6 +215,53 @@ def in_process_worker(serving_dir: Path, batch_file: Path, start_at: float, seco
     print(json.dumps({"rows": rows, "seconds": elapsed}), flush=True)
 
 
+def stage_times(serving_dir: Path, batch_file: Path, reps: int = 300) -> dict[str, float]:
+    """Median ms of each step /predict takes for the 1000-record batch, in-process (one
+    process, no HTTP): what the answer costs beyond the model even with a free HTTP stack."""
+    import orjson
+    from prometheus_client import CollectorRegistry
+
+    from flask_app import _row_dicts, encode_classification
+    from flask_app.contract import RecordChecker, decode_json
+    from flask_app.drift import DriftMonitor, load_reference
+    from src.serving.model import ServingModel
+
+    model = ServingModel.load(serving_dir)
+    body = json.dumps({"instances": json.loads(batch_file.read_text())}).encode()
+    checker = RecordChecker(model.schema, max_batch=BATCH_ROWS)
+    monitor = DriftMonitor(
+        load_reference(model.source, model.manifest), CollectorRegistry(), False, 0, 1.0
+    )
+    payload = decode_json(body)
+    checked = checker.check(payload)
+    n = len(checked.records)
+    labels, proba = model.predict_columns(checked.columns, n)
+    row_dicts = _row_dicts(model.classes)
+
+    def encode() -> bytes:
+        if model.is_classifier:
+            return encode_classification(row_dicts, labels, proba)
+        return orjson.dumps({"predictions": labels})
+
+    steps = {
+        "decode": lambda: decode_json(body),
+        "check": lambda: checker.check(payload),
+        "drift": lambda: monitor.observe(checked.records, checked.columns),
+        "predict_columns": lambda: model.predict_columns(checked.columns, n),
+        "encode": encode,
+        "predict_records": lambda: model.predict(checked.records),
+    }
+    out = {}
+    for name, step in steps.items():
+        times = []
+        for _ in range(reps):
+            started = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - started)
+        out[name] = statistics.median(times) * 1e3
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 def in_process_rows_per_s(serving_dir: Path, batch_file: Path, seconds: float) -> float:
     """WORKERS in-process predictors at once (as many as the server's workers); summed
     rows/s."""
@@ -357,12 +404,20 @@ def main() -> None:
                     )
                     if r >= 0:
                         runs.setdefault(f"{name}/{shape}/c{conns}", []).append(result)
+        for server in servers.values():  # the machine to itself for the step timings
+            server.stop()
+        stages = stage_times(args.serving_dir, batch_file)
     finally:
         for server in servers.values():
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
+    beyond = sum(stages[k] for k in ("decode", "check", "drift", "predict_columns", "encode"))
     in_process = {
+        "stages_ms": stages,
+        # the share over HTTP if the HTTP stack cost nothing: the model's own time over the
+        # time of everything /predict does in-process
+        "share_ceiling_without_http": round(stages["predict_records"] / beyond, 3),
         "processes": WORKERS,
         "rows_per_s": round(statistics.median(in_process_runs), 1),
         "runs_rows_per_s": [round(x, 1) for x in in_process_runs],
@@ -464,6 +519,13 @@ def print_table(result: dict, names: list[str]) -> None:
         f"in-process: {ip['rows_per_s']:.0f} rows/s ({ip['processes']} processes at once); "
         "ours over HTTP = "
         f"{result['batch_share_of_in_process']:.1%} of it"
+    )
+    st = ip["stages_ms"]
+    print(
+        "per batch in-process, ms: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in st.items())
+        + f"; the share could be at most {ip['share_ceiling_without_http']:.1%} with a free "
+        "HTTP stack"
     )
     for name, why in result["unavailable"].items():
         print(f"  [N/A ] {name}: {why[:200]}")

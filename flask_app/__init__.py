@@ -245,6 +245,12 @@ def _row_dicts(classes: list[str]) -> Callable[[list[list[float]]], list[dict[st
     return namespace["row_dicts"]
 
 
+def encode_classification(row_dicts: Callable, labels: list[Any], proba: np.ndarray) -> bytes:
+    """/predict's answer for a classifier: {"predictions": [...], "probabilities":
+    [{class: p, ...}, ...]} (row_dicts: _row_dicts(model.classes))."""
+    return orjson.dumps({"predictions": labels, "probabilities": row_dicts(proba.tolist())})
+
+
 def _register(app: Flask, state: PredictorState) -> None:
     model, checker, metrics = state.model, state.checker, state.metrics
     n_classes, row_dicts = len(model.classes), _row_dicts(model.classes)
@@ -332,9 +338,7 @@ def _register(app: Flask, state: PredictorState) -> None:
                 [{"field": "(body)", "problem": "values far outside the training ranges"}],
             )
         metrics.count_predictions(np.bincount(proba.argmax(axis=1), minlength=n_classes))
-        # {"predictions": [...], "probabilities": [{class: p, ...}, ...]}
-        body = orjson.dumps({"predictions": labels, "probabilities": row_dicts(proba.tolist())})
-        return Response(body, mimetype=JSON)
+        return Response(encode_classification(row_dicts, labels, proba), mimetype=JSON)
 
     @app.errorhandler(ClientError)
     def client_error(exc: ClientError) -> Response:
