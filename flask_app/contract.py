@@ -68,7 +68,11 @@ def decode_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        pass
+        return decode_json_stdlib(body)
+
+
+def decode_json_stdlib(body: bytes) -> Any:
+    """decode_json with the standard library alone (the semantics and messages)."""
     if not body.strip():
         raise ClientError(
             400,

@@ -58,7 +58,8 @@ class DriftMonitor:
     every worker's /drift) at most `flush_seconds` later, from a background flusher, and at
     once for this worker's own reads (/drift, /metrics) and at worker exit. 0 flushes on
     every request. (An increment of a multiprocess Counter takes a lock and an mmap write:
-    10 µs a request for 6 features against 1 µs for the lists, measured in-process.)
+    counting one record of the demo's 6 features that way took 10 µs, into the lists 2 µs,
+    measured in-process.)
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class DriftMonitor:
     def _zeros(self) -> list[list[int]]:
         return [[0] * len(children) for _, _, children in self._features]
 
-    def observe(self, records: list[dict[str, Any]], columns: dict[str, Any] | None = None):
+    def observe(self, records: list[dict[str, Any]], columns: dict[str, Any] | None = None) -> None:
         """Count checked records (by feature in `columns`, as flask_app.contract.Checked
         has them, binned with numpy; one record is binned without numpy)."""
         with self._pending_lock:

@@ -641,3 +641,47 @@ def test_probability_rows_name_every_class_whatever_its_name(classes):
 
     rows = np.random.default_rng(0).random((5, len(classes))).tolist()
     assert _row_dicts(classes)(rows) == [dict(zip(classes, r, strict=True)) for r in rows]
+
+
+def _typed(value):
+    """A JSON value with the type of every part (1 == 1.0 == True in Python)."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+def _decoded(decode, raw: bytes):
+    from flask_app.contract import ClientError
+
+    try:
+        return "value", _typed(decode(raw))
+    except ClientError as exc:
+        return "error", exc.status, exc.body()
+
+
+def test_the_fast_json_decoder_answers_as_the_standard_library(served):
+    """decode_json parses with orjson and falls back to the standard library: on valid,
+    malformed and corrupted bodies the outcome (value, or status and message) is the
+    standard library's, but for integers beyond 64 bits, which orjson reads as floats."""
+    from flask_app.contract import decode_json, decode_json_stdlib
+
+    rng = random.Random(1)
+    valid = json.dumps({"instances": [served.record] * 3}).encode()
+    odd = [
+        b"{}", b"[]", b'"\\ud800"', b'{"a": "\\udc00x"}', b"1e999", b"-0", b"0.0", b"1E5",
+        b'{"a":1,"a":2}', b"[1,2,]", b"\xef\xbb\xbf{}", b'"\x01"', b" \n{} \t", b"01",
+        b"[" * 1100 + b"]" * 1100, b'{"a": 18446744073709551615}', b'"\xc3\x28"', b"nul",
+    ]  # fmt: skip
+    bodies = [*odd, valid]
+    for _ in range(1500):
+        raw = bytearray(valid)
+        for _ in range(rng.randint(1, 6)):
+            raw[rng.randrange(len(raw))] = rng.choice(b'{}[]",:\\ 0e.-+\xff\x00')
+        bodies.append(bytes(raw[: rng.randrange(1, len(raw) + 1)]))
+    for raw in bodies:
+        assert _decoded(decode_json, raw) == _decoded(decode_json_stdlib, raw), raw[:80]
+    big = b'{"a": 18446744073709551616}'
+    assert _typed(decode_json(big)) == {"a": ("float", 2.0**64)}  # the one difference
+    assert _typed(decode_json_stdlib(big)) == {"a": ("int", 2**64)}
