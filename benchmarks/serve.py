@@ -7,13 +7,15 @@ generator (wrk, keep-alive connections):
   * gthread   - the same server with GUNICORN_WORKER_CLASS=gthread (4 threads per worker):
                 gunicorn's threaded worker, the default before gevent (which bounds the time
                 to read headers and bodies, see benchmarks/slow_clients.py);
-  * nodrift   - the same server with DRIFT_TRACKING=0 (no drift counting: its overhead);
+  * nodrift   - the same server with DRIFT_TRACKING=0 (no drift counting: its overhead),
+                restarted every round as ours is, so both are equally fresh;
   * mlflow    - `mlflow models serve --env-manager local -w 2` serving the model the train
                 stage logged to MLflow (the same fitted pipeline, run id in models/model.joblib).
 Measures requests/s and p50/p99 latency for one-row requests at 1, 8 and 32 connections,
 rows/s for 1000-row batches (4 connections), cold start to the first prediction, and the
-total RSS (and PSS) of each server's processes. Scenarios are interleaved over several
-rounds; the table shows medians and ratios of medians.
+total RSS (and PSS) of each server's processes, and each run's server CPU time per
+request. Scenarios are interleaved over several rounds; the table shows medians and ratios
+of medians.
 
 Targets: one-row throughput at 8 and 32 connections >= 10x MLflow, p99 at 8 connections
 <= 1/10 of MLflow's, batch rows/s >= 5x, one-row throughput at 8 connections >= 50% of
@@ -131,6 +133,17 @@ class Server:
                     todo += [int(p) for p in children.read_text().split()]
         return out
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the live process tree so far."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total / os.sysconf("SC_CLK_TCK")
+
     def memory_mb(self) -> dict[str, float]:
         rss = pss = 0
         for pid in self.pids():
@@ -178,10 +191,22 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int, script: Path)
 
 
 def timed_run(
-    label: str, url: str, body_file: Path, connections: int, seconds: int, script: Path
+    label: str,
+    url: str,
+    body_file: Path,
+    connections: int,
+    seconds: int,
+    script: Path,
+    server: Server | None = None,
 ) -> dict:
-    """One wrk run, printed as a line of the round's log."""
+    """One wrk run, printed as a line of the round's log; with `server`, also the server's
+    CPU time per request (steadier than req/s on a shared machine: another process taking
+    the CPU lowers req/s but hardly the CPU each request costs)."""
+    cpu = server.cpu_seconds() if server else 0.0
     result = wrk(url, body_file, connections, seconds, script)
+    if server and result["requests"]:
+        used = server.cpu_seconds() - cpu
+        result["cpu_us_per_request"] = round(used / result["requests"] * 1e6, 1)
     print(
         f"{label} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:8.2f} ms  "
         f"p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}",
@@ -332,7 +357,7 @@ def main() -> None:
     }
     kind_of = {"ours": "ours", "floor": "ours", "gthread": "ours", "nodrift": "ours"}
     kind_of["mlflow"] = "mlflow"
-    always_on = ("floor", "gthread", "nodrift")  # started once; ours, mlflow every round
+    always_on = ("floor", "gthread")  # started once; ours, mlflow, nodrift every round
     scenarios = [("one", c) for c in ONE_ROW_CONNECTIONS] + [("batch", BATCH_CONNECTIONS)]
     runs: dict[str, list[dict]] = {}
     cold: dict[str, list[float]] = {"ours": [], "mlflow": []}
@@ -340,11 +365,11 @@ def main() -> None:
     print(f"model: {manifest['model']['model_type']}, MLflow model {model_dir}", flush=True)
     try:
         for r in range(-1, args.rounds):  # round -1: warm-up, not recorded
-            for name in ("ours", "mlflow"):  # a fresh start, timed, every round
+            for name in ("ours", "mlflow", "nodrift"):  # a fresh start every round
                 servers[name].stop()
                 started = servers[name].start(files[kind_of[name], "one"].read_bytes())
-                if r >= 0:
-                    cold[name].append(started)
+                if r >= 0 and name in cold:  # timed; nodrift restarts only to be as fresh
+                    cold[name].append(started)  # as ours, which it is compared with
             for name in always_on:
                 if servers[name].proc is None:
                     servers[name].start(files["ours", "one"].read_bytes())
@@ -372,6 +397,7 @@ def main() -> None:
                         conns,
                         args.seconds,
                         script,
+                        servers[name],
                     )
                     if r >= 0:
                         runs.setdefault(f"{name}/{shape}/c{conns}", []).append(result)
@@ -410,6 +436,7 @@ def summarize(runs: dict, cold: dict, memory: dict) -> dict:
             "p50_ms": _median([x["p50_ms"] for x in values]),
             "p99_ms": _median([x["p99_ms"] for x in values]),
             "errors": sum(x["errors"] for x in values),
+            "cpu_us_per_request": _median([x.get("cpu_us_per_request", 0.0) for x in values]),
         }
         for key, values in runs.items()
     }
@@ -434,6 +461,11 @@ def summarize(runs: dict, cold: dict, memory: dict) -> dict:
         # drift tracking on (ours) vs off (nodrift): its cost per request
         "rps_c1_vs_drift_off": medians[ours.format(1)]["rps"] / medians["nodrift/one/c1"]["rps"],
         "rps_c8_vs_drift_off": medians[ours.format(8)]["rps"] / medians["nodrift/one/c8"]["rps"],
+        **{
+            f"cpu_per_request_c{c}_drift_on_over_off": medians[ours.format(c)]["cpu_us_per_request"]
+            / medians[f"nodrift/one/c{c}"]["cpu_us_per_request"]
+            for c in (1, 8)
+        },
     }
     ratios = {k: round(v, 3) for k, v in ratios.items()}
     cold_s = {k: _median(v) for k, v in cold.items()}
@@ -505,7 +537,9 @@ def print_table(result: dict) -> None:
     )
     print(
         f"drift tracking on/off: c1 = {r['rps_c1_vs_drift_off']:.3f}, "
-        f"c8 = {r['rps_c8_vs_drift_off']:.3f}"
+        f"c8 = {r['rps_c8_vs_drift_off']:.3f}; CPU per request on/off: c1 = "
+        f"{r['cpu_per_request_c1_drift_on_over_off']:.3f}, "
+        f"c8 = {r['cpu_per_request_c8_drift_on_over_off']:.3f}"
     )
     for target, ok in result["targets_met"].items():
         print(f"  [{'PASS' if ok else 'FAIL'}] {target}")
