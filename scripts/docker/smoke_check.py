@@ -47,6 +47,9 @@ class SmokeFailure(Exception):
 PREDICT_CALLS = 0  # POST /predict requests made by this check (compared with /metrics)
 
 
+DRIFT_WAIT_SECONDS = 5.0  # for GET /drift to count the records posted (other workers' too)
+
+
 def call(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any, float]:
     """(status, decoded JSON body, seconds) of GET (body None) or POST of JSON."""
     global PREDICT_CALLS
@@ -288,9 +291,16 @@ def run_checks(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(f"ok   POST /predict with an unknown field -> {status} with a JSON error")
 
-    # drift counting works in the read-only container (its window file lives in /tmp)
-    status, drift, _ = call(f"{base}/drift")
-    counted = drift.get("records") if isinstance(drift, dict) else None
+    # drift counting works in the read-only container (its window file lives in /tmp); a
+    # worker adds its counts to the shared ones within DRIFT_FLUSH_SECONDS (1 s by default)
+    deadline = time.monotonic() + DRIFT_WAIT_SECONDS
+    while True:
+        status, drift, _ = call(f"{base}/drift")
+        counted = drift.get("records") if isinstance(drift, dict) else None
+        done = status != 200 or (isinstance(counted, int) and counted >= 1 + len(records))
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     expect(
         status == 200 and isinstance(counted, int) and counted >= 1 + len(records),
         f"GET /drift: expected the {1 + len(records)} records posted, got {status} {drift!r}"[:300],
