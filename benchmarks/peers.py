@@ -12,7 +12,11 @@ in-process batch rate is measured in each round too, interleaved with the HTTP r
 see the same machine): WORKERS processes at once, each calling ServingModel.predict on the
 same 1000 checked records for --seconds; their summed rows/s is what 2 workers could do
 with no HTTP, JSON or checking. Ours over HTTP is reported as a share of it (medians).
-A first, unrecorded round warms every server up.
+A first, unrecorded round warms every server up. Every run also records the server's CPU
+time per request. After the rounds, each step /predict takes for the batch is timed
+in-process (decode, check, drift, model, encode: the share they leave with a free HTTP
+stack), and a constant-answer copy of ours (CONSTANT_MODEL=1) gives the HTTP stack's own CPU
+per batch request. `--peers ''` runs ours alone.
 
 Targets: p99 at 8 connections <= 1/10 of every peer's; HTTP batch rows/s >= 85 % of
 in-process. A peer that cannot be installed or started is reported, not benchmarked.
@@ -401,12 +405,27 @@ def main() -> None:
                         conns,
                         args.seconds,
                         script,
+                        servers[name],
                     )
                     if r >= 0:
                         runs.setdefault(f"{name}/{shape}/c{conns}", []).append(result)
         for server in servers.values():  # the machine to itself for the step timings
             server.stop()
         stages = stage_times(args.serving_dir, batch_file)
+        # the same server with a constant answer (no model): its CPU per batch request is
+        # the HTTP stack's plus the steps above but the model's
+        floor = Server("floor", gunicorn, {**ours_env, "CONSTANT_MODEL": "1"}, "/predict", logdir)
+        floor.start(files["ours", "one"].read_bytes())
+        floor_run = timed_run(
+            f"floor    batch c{BATCH_CONNECTIONS}",
+            floor.url,
+            files["ours", "batch"],
+            BATCH_CONNECTIONS,
+            args.seconds,
+            script,
+            floor,
+        )
+        floor.stop()
     finally:
         for server in servers.values():
             server.stop()
@@ -418,6 +437,13 @@ def main() -> None:
         # the share over HTTP if the HTTP stack cost nothing: the model's own time over the
         # time of everything /predict does in-process
         "share_ceiling_without_http": round(stages["predict_records"] / beyond, 3),
+        "floor_cpu_ms_per_batch_request": round(floor_run["cpu_us_per_request"] / 1000, 3),
+        # CPU the HTTP stack (gunicorn, gevent, werkzeug, Flask, sockets) takes per batch
+        "http_stack_cpu_ms_per_batch_request": round(
+            floor_run["cpu_us_per_request"] / 1000
+            - sum(stages[k] for k in ("decode", "check", "drift", "encode")),
+            3,
+        ),
         "processes": WORKERS,
         "rows_per_s": round(statistics.median(in_process_runs), 1),
         "runs_rows_per_s": [round(x, 1) for x in in_process_runs],
@@ -428,6 +454,9 @@ def main() -> None:
             "p50_ms": round(statistics.median(x["p50_ms"] for x in v), 3),
             "p99_ms": round(statistics.median(x["p99_ms"] for x in v), 3),
             "errors": sum(x["errors"] for x in v),
+            "cpu_us_per_request": round(
+                statistics.median(x.get("cpu_us_per_request", 0.0) for x in v), 1
+            ),
         }
         for key, v in runs.items()
     }
@@ -525,7 +554,8 @@ def print_table(result: dict, names: list[str]) -> None:
         "per batch in-process, ms: "
         + ", ".join(f"{k} {v:.3f}" for k, v in st.items())
         + f"; the share could be at most {ip['share_ceiling_without_http']:.1%} with a free "
-        "HTTP stack"
+        f"HTTP stack, which takes {ip['http_stack_cpu_ms_per_batch_request']:.2f} ms of CPU a "
+        "request (the constant-answer server's CPU per batch request less those steps)"
     )
     for name, why in result["unavailable"].items():
         print(f"  [N/A ] {name}: {why[:200]}")
