@@ -78,8 +78,12 @@ repro: check-params ## Run the whole pipeline (only what changed)
 predict: $(RUN_STAMP) ## Batch predict INPUT (default: the test set) to OUT
 	python -m src.models.predict_model --input $(INPUT) --model $(MODEL) --out $(OUT)
 
-test: $(DEV_STAMP) ## Run the whole test suite, then test-datasets
-	pytest
+# --dist loadfile: a test file's tests stay on one worker, so a module's servers and runs
+# (act, MLflow, PostgreSQL, the image) start once; session fixtures (pipeline_repo) run once
+# per worker. PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
+test: $(DEV_STAMP) ## Run the whole test suite (PYTEST_WORKERS processes, default 2), then test-datasets
+	pytest -n $(PYTEST_WORKERS) --dist loadfile
 	$(MAKE) --no-print-directory test-datasets
 
 test-datasets: $(DEV_STAMP) ## The fast suite (but for tests marked mechanics) on other datasets, each in a repo copy, at once (tests/run_on_dataset.py)
