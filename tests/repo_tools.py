@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,6 @@ def docker_registry(storage: Path, timeout: float = 30) -> Iterator[str]:
     """A real Docker registry (Debian's docker-registry, distribution 2.8) on loopback over
     plain HTTP, storing into `storage`: yields its host, `127.0.0.1:PORT`. dockerd allows
     plain HTTP to 127.0.0.0/8 registries by default (`docker info`: Insecure Registries)."""
-    import urllib.request
 
     binary = shutil.which("docker-registry")
     if binary is None:
@@ -148,21 +148,29 @@ def docker_registry(storage: Path, timeout: float = 30) -> Iterator[str]:
         proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
     host = f"127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{host}/v2/", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    log_text = (storage / "registry.log").read_text(errors="replace")
-                    raise RuntimeError(f"docker-registry did not come up:\n{log_text}") from None
-                time.sleep(0.2)
+        if not wait_http(f"http://{host}/v2/", proc, timeout, interval=0.2):
+            log_text = (storage / "registry.log").read_text(errors="replace")
+            raise RuntimeError(f"docker-registry did not come up:\n{log_text}")
         yield host
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, interval: float) -> bool:
+    """Poll `url` until it answers 200 (True); False once `proc` has exited or `timeout`
+    seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
 
 
 def postgres_bin(name: str) -> str:

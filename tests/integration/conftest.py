@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.repo_tools import free_port, venv_env
+from tests.repo_tools import free_port, venv_env, wait_http
 
 STARTUP_TIMEOUT_S = 120
 
@@ -18,18 +16,9 @@ STARTUP_TIMEOUT_S = 120
 def wait_for_mlflow(uri: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     """Until the MLflow server at `uri` answers /health; the test fails with its log if it
     exits or stays silent for `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start:\n{log.read_text()}")
-        time.sleep(0.5)
+    if not wait_http(f"{uri}/health", proc, timeout, interval=0.5):
+        proc.kill()
+        pytest.fail(f"mlflow server did not start:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
