@@ -224,18 +224,7 @@ def stage_times(serving_dir: Path, batch_file: Path, reps: int = 300) -> dict[st
     HTTP): what the answer costs beyond the model even with a free HTTP stack. Run in
     WORKERS processes at once (stages_worker), as the server's workers and the in-process
     rate run: on this machine one process alone runs each step ~1.4x faster."""
-    start_at = time.time() + 3.0
-    cmd = [sys.executable, "-m", "benchmarks.peers", "--stages-worker"]
-    cmd += [str(serving_dir), str(batch_file), str(start_at), str(reps)]
-    procs = [
-        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(WORKERS)
-    ]
-    got = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=600)
-        if proc.returncode != 0:
-            raise SystemExit(f"stage timing process exited {proc.returncode}")
-        got.append(json.loads(out.strip().splitlines()[-1]))
+    got = at_once("--stages-worker", [serving_dir, batch_file], reps, timeout=600)
     return {k: round(statistics.median(g[k] for g in got), 4) for k in got[0]}
 
 
@@ -289,20 +278,27 @@ def stages_worker(serving_dir: Path, batch_file: Path, start_at: float, reps: in
 def in_process_rows_per_s(serving_dir: Path, batch_file: Path, seconds: float) -> float:
     """WORKERS in-process predictors at once (as many as the server's workers); summed
     rows/s."""
-    start_at = time.time() + 3.0  # after every process has loaded the model
-    cmd = [sys.executable, "-m", "benchmarks.peers", "--in-process-worker"]
-    cmd += [str(serving_dir), str(batch_file), str(start_at), str(seconds)]
+    got = at_once("--in-process-worker", [serving_dir, batch_file], seconds, seconds + 120)
+    return sum(g["rows"] / g["seconds"] for g in got)
+
+
+def at_once(flag: str, paths: list[Path], amount: float, timeout: float) -> list[dict]:
+    """Run `python -m benchmarks.peers FLAG PATHS... START_AT AMOUNT` in WORKERS processes
+    that start their work together at START_AT (after each has loaded the model); the JSON
+    each prints last."""
+    start_at = time.time() + 3.0
+    cmd = [sys.executable, "-m", "benchmarks.peers", flag, *map(str, paths)]
+    cmd += [str(start_at), str(amount)]
     procs = [
         subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(WORKERS)
     ]
-    total = 0.0
+    got = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=seconds + 120)
+        out, _ = proc.communicate(timeout=timeout)
         if proc.returncode != 0:
-            raise SystemExit(f"in-process predictor exited {proc.returncode}")
-        got = json.loads(out.strip().splitlines()[-1])
-        total += got["rows"] / got["seconds"]
-    return total
+            raise SystemExit(f"benchmarks.peers {flag} exited {proc.returncode}")
+        got.append(json.loads(out.strip().splitlines()[-1]))
+    return got
 
 
 def main() -> None:
